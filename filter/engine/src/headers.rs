@@ -1,0 +1,45 @@
+//! Header names Tollgate owns and small header helpers.
+
+/// Every header with this prefix is Tollgate's: client-sent ones are removed before the
+/// filter sets its own, so the origin can trust them.
+pub const IDENTITY_PREFIX: &str = "x-tollgate-";
+/// The cluster the request goes to; Envoy's route reads it (`cluster_header`) and removes
+/// it before the origin sees the request.
+pub const CLUSTER: &str = "x-tollgate-cluster";
+/// The name of the policy route that matched.
+pub const ROUTE: &str = "x-tollgate-route";
+/// The request id, on the upstream request and on the response.
+pub const REQUEST_ID: &str = "x-tollgate-request-id";
+
+/// RFC 9110 token, lower case (proxies hand names over lower-cased).
+pub fn is_valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// Visible ASCII and spaces/tabs, no CR/LF/NUL: safe to send as a header value.
+pub fn is_valid_header_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+}

@@ -1,0 +1,94 @@
+//! The only place that talks to the host. Failures become values or log lines.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Bytes, LogLevel, MapType, MetricType};
+use tollgate_engine::Counter;
+
+pub fn log(level: LogLevel, message: &str) {
+    // Nothing sensible to do if logging itself fails.
+    let _ = hostcalls::log(level, message);
+}
+
+pub fn error(message: &str) {
+    log(LogLevel::Error, message);
+}
+
+pub fn plugin_configuration() -> Option<Bytes> {
+    hostcalls::get_buffer(
+        proxy_wasm::types::BufferType::PluginConfiguration,
+        0,
+        usize::MAX,
+    )
+    .ok()
+    .flatten()
+}
+
+pub fn request_headers() -> Result<Vec<(String, Bytes)>, String> {
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .map_err(|status| format!("reading request headers failed: {status:?}"))
+}
+
+pub fn remove_request_header(name: &str) -> Result<(), String> {
+    hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+        .map_err(|status| format!("removing request header {name} failed: {status:?}"))
+}
+
+pub fn set_request_header(name: &str, value: &str) -> Result<(), String> {
+    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+        .map_err(|status| format!("setting request header {name} failed: {status:?}"))
+}
+
+pub fn set_response_header(name: &str, value: &str) -> Result<(), String> {
+    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
+        .map_err(|status| format!("setting response header {name} failed: {status:?}"))
+}
+
+pub fn send_reply(status: u16, headers: &[(&str, String)], body: &[u8]) -> Result<(), String> {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    hostcalls::send_http_response(u32::from(status), headers, Some(body))
+        .map_err(|status| format!("sending local reply failed: {status:?}"))
+}
+
+/// Entropy for request ids: the host's random source, else the clock.
+pub fn entropy() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Host metric ids, one per engine counter.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    ids: [Option<u32>; Counter::ALL.len()],
+}
+
+impl Metrics {
+    /// Defines every counter. A counter the host refuses is logged and skipped: metrics
+    /// must never be the reason a request fails.
+    pub fn define() -> Self {
+        let mut metrics = Metrics::default();
+        for counter in Counter::ALL {
+            match hostcalls::define_metric(MetricType::Counter, counter.name()) {
+                Ok(id) => metrics.ids[counter.index()] = Some(id),
+                Err(status) => error(&format!(
+                    "defining metric {} failed: {status:?}",
+                    counter.name()
+                )),
+            }
+        }
+        metrics
+    }
+
+    pub fn add(&self, counter: Counter, delta: u64) {
+        if let Some(id) = self.ids[counter.index()]
+            && delta > 0
+        {
+            let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+}

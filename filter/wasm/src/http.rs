@@ -1,0 +1,93 @@
+//! Stream context: applies the engine's decisions to one HTTP exchange.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use tollgate_engine::{Decision, LocalReply, RequestHead};
+
+use crate::host;
+use crate::root::Shared;
+
+pub struct TollgateHttp {
+    shared: Option<Rc<Shared>>,
+    request_id: Option<String>,
+}
+
+impl TollgateHttp {
+    pub fn new(shared: Option<Rc<Shared>>) -> Self {
+        Self {
+            shared,
+            request_id: None,
+        }
+    }
+
+    fn reply(&mut self, reply: &LocalReply) -> Action {
+        self.request_id = Some(reply.request_id.clone());
+        if let Err(e) = host::send_reply(reply.status, &reply.headers, &reply.body) {
+            host::error(&e);
+        }
+        Action::Pause
+    }
+
+    /// Fails closed with a JSON 500: an edge that cannot see the request must not
+    /// forward it unchecked.
+    fn internal_error(&mut self, detail: &str) -> Action {
+        host::error(detail);
+        let reply = LocalReply::json_error(
+            500,
+            "internal",
+            "the gateway could not process the request",
+            "",
+        );
+        self.reply(&reply)
+    }
+}
+
+impl Context for TollgateHttp {}
+
+impl HttpContext for TollgateHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return self.internal_error("tollgate: stream without a loaded policy");
+        };
+        let pairs = match host::request_headers() {
+            Ok(pairs) => pairs,
+            Err(e) => return self.internal_error(&e),
+        };
+        let decision = shared
+            .engine
+            .on_request_headers(RequestHead::from_pairs(pairs));
+        for (counter, delta) in decision.counters() {
+            shared.metrics.add(*counter, *delta);
+        }
+        match decision {
+            Decision::Forward(plan) => {
+                for name in &plan.remove_headers {
+                    if let Err(e) = host::remove_request_header(name) {
+                        return self.internal_error(&e);
+                    }
+                }
+                for (name, value) in &plan.set_headers {
+                    if let Err(e) = host::set_request_header(name, value) {
+                        return self.internal_error(&e);
+                    }
+                }
+                self.request_id = Some(plan.request_id);
+                Action::Continue
+            }
+            Decision::Reply(reply) => self.reply(&reply),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let (Some(shared), Some(request_id)) = (&self.shared, &self.request_id) {
+            for (name, value) in shared.engine.response_headers(request_id) {
+                if let Err(e) = host::set_response_header(name, &value) {
+                    host::error(&e);
+                }
+            }
+        }
+        Action::Continue
+    }
+}

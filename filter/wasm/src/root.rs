@@ -1,0 +1,65 @@
+//! Root context: loads the policy in `on_configure` and hands each stream the engine.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use tollgate_engine::{Engine, Policy};
+
+use crate::host::{self, Metrics};
+use crate::http::TollgateHttp;
+
+/// What every stream of this VM shares: the engine and the metric ids.
+pub struct Shared {
+    pub engine: Engine,
+    pub metrics: Metrics,
+}
+
+#[derive(Default)]
+pub struct TollgateRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for TollgateRoot {}
+
+impl RootContext for TollgateRoot {
+    /// Parses and compiles the policy. Returning `false` makes Envoy reject the filter
+    /// config (a static bootstrap then fails to start), so a bad policy never serves.
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let Some(bytes) = host::plugin_configuration() else {
+            host::error("policy error: policy: no plugin configuration was given");
+            return false;
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            host::error("policy error: policy: the configuration is not UTF-8 text");
+            return false;
+        };
+        match Policy::load(text) {
+            Ok(policy) => {
+                host::log(
+                    proxy_wasm::types::LogLevel::Info,
+                    &format!("tollgate: policy loaded ({} routes)", policy.routes.len()),
+                );
+                self.shared = Some(Rc::new(Shared {
+                    engine: Engine::new(policy, host::entropy()),
+                    metrics: Metrics::define(),
+                }));
+                true
+            }
+            Err(errors) => {
+                for error in &errors.0 {
+                    host::error(&format!("policy error: {error}"));
+                }
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(TollgateHttp::new(self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
