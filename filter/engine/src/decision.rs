@@ -1,25 +1,30 @@
 //! What the engine decides for a request, as plain values the adapter applies.
 
+use crate::auth::Identity;
 use crate::metrics::Counter;
 use crate::routing::RouteId;
 
 /// The outcome of the request-header phase.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Send the request on to the route's origin, after these header changes.
-    Forward(ForwardPlan),
+    /// Send the request on to the route's origin, after these changes.
+    Forward(Box<ForwardPlan>),
     /// Answer the client directly.
     Reply(LocalReply),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwardPlan {
     pub route: RouteId,
     pub request_id: String,
-    /// Header names to remove from the request (client-sent identity headers).
+    /// Header names to remove from the request (client-sent identity headers, credentials).
     pub remove_headers: Vec<String>,
     /// Headers to set (replace) on the request.
-    pub set_headers: Vec<(&'static str, String)>,
+    pub set_headers: Vec<(String, String)>,
+    /// A new `:path`, when a credential was removed from the query string.
+    pub set_path: Option<String>,
+    /// Who the caller is, when the route authenticates.
+    pub identity: Option<Box<Identity>>,
     /// Counters to add to.
     pub counters: Vec<(Counter, u64)>,
 }
@@ -28,10 +33,12 @@ pub struct ForwardPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub request_id: String,
     pub counters: Vec<(Counter, u64)>,
+    /// Why, for logs and metrics; never sent to the client.
+    pub detail: Option<&'static str>,
 }
 
 impl LocalReply {
@@ -45,12 +52,16 @@ impl LocalReply {
         LocalReply {
             status,
             headers: vec![
-                ("content-type", "application/json".to_string()),
-                (crate::headers::REQUEST_ID, request_id.to_string()),
+                ("content-type".to_string(), "application/json".to_string()),
+                (
+                    crate::headers::REQUEST_ID.to_string(),
+                    request_id.to_string(),
+                ),
             ],
             body: body.to_string().into_bytes(),
             request_id: request_id.to_string(),
             counters: Vec::new(),
+            detail: None,
         }
     }
 }

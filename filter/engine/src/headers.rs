@@ -43,3 +43,11 @@ pub fn is_valid_header_value(value: &[u8]) -> bool {
         .iter()
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
+
+/// Identity headers for the origin: set only by Tollgate, after authentication.
+pub const TENANT: &str = "x-tollgate-tenant";
+pub const USER: &str = "x-tollgate-user";
+pub const PLAN: &str = "x-tollgate-plan";
+pub const KEY_ID: &str = "x-tollgate-key-id";
+/// How the caller authenticated: `jwt:<provider>` or `api_key`.
+pub const AUTH_METHOD: &str = "x-tollgate-auth";

@@ -6,7 +6,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod auth;
 pub mod decision;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;

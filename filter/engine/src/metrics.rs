@@ -11,14 +11,23 @@ pub enum Counter {
     NoRoute,
     /// Client-sent `x-tollgate-*` headers removed (one per header name).
     SpoofedHeadersRemoved,
+    /// Requests whose credentials were verified.
+    Authenticated,
+    /// Requests refused 401 (missing or invalid credentials).
+    Unauthenticated,
+    /// Requests refused 403 (authenticated, not authorised).
+    Forbidden,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 4] = [
+    pub const ALL: [Counter; 7] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
         Counter::SpoofedHeadersRemoved,
+        Counter::Authenticated,
+        Counter::Unauthenticated,
+        Counter::Forbidden,
     ];
 
     pub fn name(self) -> &'static str {
@@ -27,6 +36,9 @@ impl Counter {
             Counter::Forwarded => "tollgate_forwarded_total",
             Counter::NoRoute => "tollgate_no_route_total",
             Counter::SpoofedHeadersRemoved => "tollgate_spoofed_headers_removed_total",
+            Counter::Authenticated => "tollgate_authenticated_total",
+            Counter::Unauthenticated => "tollgate_unauthenticated_total",
+            Counter::Forbidden => "tollgate_forbidden_total",
         }
     }
 
@@ -37,6 +49,9 @@ impl Counter {
             Counter::Forwarded => 1,
             Counter::NoRoute => 2,
             Counter::SpoofedHeadersRemoved => 3,
+            Counter::Authenticated => 4,
+            Counter::Unauthenticated => 5,
+            Counter::Forbidden => 6,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The request path, phase by phase. Each phase method says when the adapter calls it
 //! and what it returns; the adapter only applies the result.
 
+use crate::auth::{AuthOutcome, AuthReason, Identity, Removal};
 use crate::decision::{Decision, ForwardPlan, LocalReply};
 use crate::headers::{CLUSTER, IDENTITY_PREFIX, REQUEST_ID, ROUTE};
 use crate::metrics::Counter;
@@ -29,11 +30,13 @@ impl Engine {
     }
 
     /// Request-header phase: runs once per request, before anything is forwarded.
+    /// `now_ms` is the host's clock (Unix ms).
     ///
     /// Removes every client-sent `x-tollgate-*` header first (so identity headers are
     /// unspoofable and routing cannot be chosen by the client), picks the request id and
-    /// the route, and returns either the forwarding plan or the reply to send.
-    pub fn on_request_headers(&self, mut request: RequestHead) -> Decision {
+    /// the route, authenticates and authorises, and returns either the forwarding plan
+    /// or the reply to send.
+    pub fn on_request_headers(&self, mut request: RequestHead, now_ms: u64) -> Decision {
         let spoofed = request.remove_headers_with_prefix(IDENTITY_PREFIX);
         let mut counters = vec![(Counter::Requests, 1)];
         if !spoofed.is_empty() {
@@ -41,33 +44,55 @@ impl Engine {
         }
         let request_id = self.request_id_for(&request);
 
-        match self.policy.routes.find(&request) {
-            Some((route_id, route)) => {
-                counters.push((Counter::Forwarded, 1));
-                Decision::Forward(ForwardPlan {
-                    route: route_id,
-                    set_headers: vec![
-                        (CLUSTER, route.cluster.clone()),
-                        (ROUTE, route.name.clone()),
-                        (REQUEST_ID, request_id.clone()),
-                    ],
-                    request_id,
-                    remove_headers: spoofed,
-                    counters,
-                })
-            }
-            None => {
-                counters.push((Counter::NoRoute, 1));
-                let message = format!(
-                    "no route matches {} {}",
-                    request.method(),
-                    request.path_without_query()
-                );
-                let mut reply = LocalReply::json_error(404, "no_route", &message, &request_id);
-                reply.counters = counters;
-                Decision::Reply(reply)
+        let Some((route_id, route)) = self.policy.routes.find(&request) else {
+            counters.push((Counter::NoRoute, 1));
+            let message = format!(
+                "no route matches {} {}",
+                request.method(),
+                request.path_without_query()
+            );
+            let mut reply = LocalReply::json_error(404, "no_route", &message, &request_id);
+            reply.counters = counters;
+            return Decision::Reply(reply);
+        };
+
+        let mut plan = ForwardPlan {
+            route: route_id,
+            set_headers: vec![
+                (CLUSTER.to_string(), route.cluster.clone()),
+                (ROUTE.to_string(), route.name.clone()),
+                (REQUEST_ID.to_string(), request_id.clone()),
+            ],
+            request_id,
+            remove_headers: spoofed,
+            set_path: None,
+            identity: None,
+            counters,
+        };
+
+        if let Some(route_auth) = &route.auth {
+            match self.policy.auth.authenticate(route_auth, &request, now_ms) {
+                AuthOutcome::Anonymous => {}
+                AuthOutcome::Unauthenticated(reason) => {
+                    plan.counters.push((Counter::Unauthenticated, 1));
+                    return Decision::Reply(unauthorized(reason, plan));
+                }
+                AuthOutcome::Authenticated(identity, removals) => {
+                    if let Err(reason) =
+                        route_auth.authorize(&identity, request.path_without_query())
+                    {
+                        plan.counters.push((Counter::Forbidden, 1));
+                        return Decision::Reply(forbidden(reason, plan));
+                    }
+                    plan.counters.push((Counter::Authenticated, 1));
+                    apply_removals(&request, &removals, &mut plan);
+                    set_identity_headers(&identity, &mut plan);
+                    plan.identity = Some(identity);
+                }
             }
         }
+        plan.counters.push((Counter::Forwarded, 1));
+        Decision::Forward(Box::new(plan))
     }
 
     /// Response-header phase: headers to set on every response, local replies included.
@@ -85,4 +110,103 @@ impl Engine {
         }
         self.request_ids.generate()
     }
+}
+
+/// 401 per RFC 6750: a challenge, an error code only when credentials were presented,
+/// and nothing about which check failed.
+fn unauthorized(reason: AuthReason, plan: ForwardPlan) -> LocalReply {
+    let (challenge, code, message) = if reason == AuthReason::NoCredentials {
+        (
+            "Bearer realm=\"tollgate\"",
+            "unauthorized",
+            "authentication is required",
+        )
+    } else {
+        (
+            "Bearer realm=\"tollgate\", error=\"invalid_token\"",
+            "invalid_token",
+            "the credentials are invalid or expired",
+        )
+    };
+    let mut reply = LocalReply::json_error(401, code, message, &plan.request_id);
+    reply
+        .headers
+        .push(("www-authenticate".to_string(), challenge.to_string()));
+    reply.counters = plan.counters;
+    reply.detail = Some(reason.as_str());
+    reply
+}
+
+fn forbidden(reason: AuthReason, plan: ForwardPlan) -> LocalReply {
+    let mut reply = LocalReply::json_error(
+        403,
+        "insufficient_scope",
+        "the credentials do not allow this request",
+        &plan.request_id,
+    );
+    reply.headers.push((
+        "www-authenticate".to_string(),
+        "Bearer realm=\"tollgate\", error=\"insufficient_scope\"".to_string(),
+    ));
+    reply.counters = plan.counters;
+    reply.detail = Some(reason.as_str());
+    reply
+}
+
+fn apply_removals(request: &RequestHead, removals: &[Removal], plan: &mut ForwardPlan) {
+    for removal in removals {
+        match removal {
+            Removal::Header(name) => plan.remove_headers.push(name.clone()),
+            Removal::QueryParam(param) => {
+                let path = plan.set_path.as_deref().unwrap_or(request.path());
+                if let Some((base, query)) = path.split_once('?') {
+                    let kept: Vec<&str> = query
+                        .split('&')
+                        .filter(|pair| pair.split('=').next() != Some(param.as_str()))
+                        .collect();
+                    plan.set_path = Some(if kept.is_empty() {
+                        base.to_string()
+                    } else {
+                        format!("{base}?{}", kept.join("&"))
+                    });
+                }
+            }
+            Removal::Cookie(name) => {
+                if let Some(cookies) = request
+                    .header("cookie")
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                {
+                    let kept: Vec<&str> = cookies
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|c| c.split('=').next() != Some(name.as_str()))
+                        .collect();
+                    if kept.is_empty() {
+                        plan.remove_headers.push("cookie".to_string());
+                    } else {
+                        plan.set_headers
+                            .push(("cookie".to_string(), kept.join("; ")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set_identity_headers(identity: &Identity, plan: &mut ForwardPlan) {
+    use crate::headers::{AUTH_METHOD, KEY_ID, PLAN, TENANT, USER};
+    let mut set = |name: &str, value: &Option<String>| {
+        if let Some(v) = value
+            && crate::headers::is_valid_header_value(v.as_bytes())
+        {
+            plan.set_headers.push((name.to_string(), v.clone()));
+        }
+    };
+    set(AUTH_METHOD, &Some(identity.method.clone()));
+    set(TENANT, &identity.tenant);
+    set(USER, &identity.user);
+    set(PLAN, &identity.plan);
+    set(KEY_ID, &identity.key_id);
+    plan.set_headers
+        .extend(identity.claim_headers.iter().cloned());
 }

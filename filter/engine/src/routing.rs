@@ -8,11 +8,12 @@ use crate::request::RequestHead;
 /// Index of a route in the compiled policy.
 pub type RouteId = usize;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Route {
     pub name: String,
     pub cluster: String,
     pub(crate) matcher: RouteMatcher,
+    pub auth: Option<crate::auth::RouteAuth>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -108,7 +109,7 @@ impl RouteMatcher {
 }
 
 /// The compiled routes of a policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
 }

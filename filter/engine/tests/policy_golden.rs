@@ -1,7 +1,7 @@
 //! Golden bad policies: each file under `policies/invalid/` must be refused with exactly
 //! the errors in the `.err` file beside it (one `path: message` per line). The demo
 //! policy and every other policy under `policies/` must load.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)]
 
 use std::path::{Path, PathBuf};
 
@@ -76,9 +76,8 @@ fn published_schema_is_current() {
     let published = std::fs::read_to_string(policies_dir().join("schema.json"))
         .expect("policies/schema.json (regenerate: cargo run -p tollgate-engine --bin tollgate-policy -- schema > policies/schema.json)");
     let published: serde_json::Value = serde_json::from_str(&published).unwrap();
-    assert_eq!(
-        published,
-        Policy::json_schema(),
+    assert!(
+        published == Policy::json_schema(),
         "policies/schema.json is stale; regenerate with: cargo run -p tollgate-engine --bin tollgate-policy -- schema > policies/schema.json"
     );
 }

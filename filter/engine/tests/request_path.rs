@@ -1,7 +1,9 @@
 //! The request path natively: routing, identity-header stripping, request ids, replies.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)]
 
 use tollgate_engine::{Counter, Decision, Engine, Policy, RequestHead};
+
+const NOW_MS: u64 = 1_767_225_600_000;
 
 const POLICY: &str = r#"
 version: 1
@@ -53,7 +55,7 @@ fn cluster_of(decision: &Decision) -> Option<&str> {
         Decision::Forward(plan) => plan
             .set_headers
             .iter()
-            .find(|(k, _)| *k == "x-tollgate-cluster")
+            .find(|(k, _)| k == "x-tollgate-cluster")
             .map(|(_, v)| v.as_str()),
         Decision::Reply(_) => None,
     }
@@ -62,43 +64,49 @@ fn cluster_of(decision: &Decision) -> Option<&str> {
 #[test]
 fn first_matching_route_wins_in_policy_order() {
     let e = engine();
-    let eu = e.on_request_headers(request(
-        "GET",
-        "a",
-        "/v1/refunds/u1",
-        &[("x-country", "EU")],
-    ));
+    let eu = e.on_request_headers(
+        request("GET", "a", "/v1/refunds/u1", &[("x-country", "EU")]),
+        NOW_MS,
+    );
     assert_eq!(cluster_of(&eu), Some("origin_eu"));
-    let in_ = e.on_request_headers(request(
-        "GET",
-        "a",
-        "/v1/refunds/u1",
-        &[("x-country", "IN")],
-    ));
+    let in_ = e.on_request_headers(
+        request("GET", "a", "/v1/refunds/u1", &[("x-country", "IN")]),
+        NOW_MS,
+    );
     assert_eq!(cluster_of(&in_), Some("origin"));
-    let health = e.on_request_headers(request("GET", "a", "/healthz?probe=1", &[]));
+    let health = e.on_request_headers(request("GET", "a", "/healthz?probe=1", &[]), NOW_MS);
     assert_eq!(cluster_of(&health), Some("origin"));
 }
 
 #[test]
 fn host_method_and_regex_conditions_all_apply() {
     let e = engine();
-    let hit = e.on_request_headers(request("GET", "api.example.com:8443", "/users/42", &[]));
+    let hit = e.on_request_headers(
+        request("GET", "api.example.com:8443", "/users/42", &[]),
+        NOW_MS,
+    );
     assert_eq!(cluster_of(&hit), Some("users"));
     // Regex is anchored: a longer path does not match.
-    let longer = e.on_request_headers(request("GET", "api.example.com", "/users/42/x", &[]));
+    let longer = e.on_request_headers(
+        request("GET", "api.example.com", "/users/42/x", &[]),
+        NOW_MS,
+    );
     assert_eq!(cluster_of(&longer), None);
     // Wrong method, bare domain (wildcard needs a label before the suffix).
     assert_eq!(
-        cluster_of(&e.on_request_headers(request("POST", "api.example.com", "/users/42", &[]))),
+        cluster_of(
+            &e.on_request_headers(request("POST", "api.example.com", "/users/42", &[]), NOW_MS)
+        ),
         None
     );
     assert_eq!(
-        cluster_of(&e.on_request_headers(request("GET", "example.com", "/users/42", &[]))),
+        cluster_of(&e.on_request_headers(request("GET", "example.com", "/users/42", &[]), NOW_MS)),
         None
     );
     assert_eq!(
-        cluster_of(&e.on_request_headers(request("GET", "ADMIN.internal", "/anything", &[]))),
+        cluster_of(
+            &e.on_request_headers(request("GET", "ADMIN.internal", "/anything", &[]), NOW_MS)
+        ),
         Some("admin")
     );
 }
@@ -106,7 +114,10 @@ fn host_method_and_regex_conditions_all_apply() {
 #[test]
 fn unmatched_request_gets_json_404_with_request_id() {
     let e = engine();
-    let decision = e.on_request_headers(request("GET", "a", "/nope", &[("x-request-id", "abc-1")]));
+    let decision = e.on_request_headers(
+        request("GET", "a", "/nope", &[("x-request-id", "abc-1")]),
+        NOW_MS,
+    );
     let Decision::Reply(reply) = decision else {
         panic!("expected a reply")
     };
@@ -126,17 +137,20 @@ fn unmatched_request_gets_json_404_with_request_id() {
 #[test]
 fn client_identity_headers_are_removed_and_replaced() {
     let e = engine();
-    let decision = e.on_request_headers(request(
-        "GET",
-        "a",
-        "/v1/x",
-        &[
-            ("x-tollgate-tenant", "evil"),
-            ("X-Tollgate-Cluster", "admin"),
-            ("x-tollgate-tenant", "evil2"),
-            ("x-other", "kept"),
-        ],
-    ));
+    let decision = e.on_request_headers(
+        request(
+            "GET",
+            "a",
+            "/v1/x",
+            &[
+                ("x-tollgate-tenant", "evil"),
+                ("X-Tollgate-Cluster", "admin"),
+                ("x-tollgate-tenant", "evil2"),
+                ("x-other", "kept"),
+            ],
+        ),
+        NOW_MS,
+    );
     let Decision::Forward(plan) = decision else {
         panic!("expected forward")
     };
@@ -148,11 +162,11 @@ fn client_identity_headers_are_removed_and_replaced() {
     // The cluster comes from the policy, never from the client.
     assert!(
         plan.set_headers
-            .contains(&("x-tollgate-cluster", "origin".to_string()))
+            .contains(&("x-tollgate-cluster".to_string(), "origin".to_string()))
     );
     assert!(
         plan.set_headers
-            .contains(&("x-tollgate-route", "api".to_string()))
+            .contains(&("x-tollgate-route".to_string(), "api".to_string()))
     );
 }
 
@@ -160,25 +174,29 @@ fn client_identity_headers_are_removed_and_replaced() {
 fn spoofed_cluster_header_cannot_pick_a_route() {
     // Stripping happens before matching: identity headers can never steer routing.
     let e = engine();
-    let d = e.on_request_headers(request(
-        "GET",
-        "a",
-        "/other",
-        &[("x-tollgate-cluster", "admin")],
-    ));
+    let d = e.on_request_headers(
+        request("GET", "a", "/other", &[("x-tollgate-cluster", "admin")]),
+        NOW_MS,
+    );
     assert!(matches!(d, Decision::Reply(ref r) if r.status == 404));
 }
 
 #[test]
 fn request_id_reused_when_well_formed_else_generated() {
     let e = engine();
-    let reused = e.on_request_headers(request("GET", "a", "/v1/x", &[("x-request-id", "req-123")]));
+    let reused = e.on_request_headers(
+        request("GET", "a", "/v1/x", &[("x-request-id", "req-123")]),
+        NOW_MS,
+    );
     assert_eq!(reused.request_id(), "req-123");
-    let hostile = e.on_request_headers(request("GET", "a", "/v1/x", &[("x-request-id", "a\r\nb")]));
+    let hostile = e.on_request_headers(
+        request("GET", "a", "/v1/x", &[("x-request-id", "a\r\nb")]),
+        NOW_MS,
+    );
     assert_ne!(hostile.request_id(), "a\r\nb");
     assert_eq!(hostile.request_id().len(), 36);
-    let fresh1 = e.on_request_headers(request("GET", "a", "/v1/x", &[]));
-    let fresh2 = e.on_request_headers(request("GET", "a", "/v1/x", &[]));
+    let fresh1 = e.on_request_headers(request("GET", "a", "/v1/x", &[]), NOW_MS);
+    let fresh2 = e.on_request_headers(request("GET", "a", "/v1/x", &[]), NOW_MS);
     assert_ne!(fresh1.request_id(), fresh2.request_id());
 }
 
@@ -186,7 +204,7 @@ fn request_id_reused_when_well_formed_else_generated() {
 fn every_request_is_counted_once() {
     let e = engine();
     for path in ["/v1/a", "/zzz"] {
-        let d = e.on_request_headers(request("GET", "a", path, &[]));
+        let d = e.on_request_headers(request("GET", "a", path, &[]), NOW_MS);
         assert_eq!(
             d.counters()
                 .iter()
@@ -212,7 +230,7 @@ fn route_without_match_matches_everything() {
         1,
     );
     assert_eq!(
-        cluster_of(&e.on_request_headers(request("DELETE", "x", "/", &[]))),
+        cluster_of(&e.on_request_headers(request("DELETE", "x", "/", &[]), NOW_MS)),
         Some("c")
     );
 }

@@ -43,10 +43,21 @@ pub fn set_response_header(name: &str, value: &str) -> Result<(), String> {
         .map_err(|status| format!("setting response header {name} failed: {status:?}"))
 }
 
-pub fn send_reply(status: u16, headers: &[(&str, String)], body: &[u8]) -> Result<(), String> {
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+pub fn send_reply(status: u16, headers: &[(String, String)], body: &[u8]) -> Result<(), String> {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     hostcalls::send_http_response(u32::from(status), headers, Some(body))
         .map_err(|status| format!("sending local reply failed: {status:?}"))
+}
+
+/// Host time in Unix milliseconds (Envoy's wall clock; host-sim's virtual clock).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Entropy for request ids: the host's random source, else the clock.

@@ -24,6 +24,12 @@ impl TollgateHttp {
 
     fn reply(&mut self, reply: &LocalReply) -> Action {
         self.request_id = Some(reply.request_id.clone());
+        if let Some(detail) = reply.detail {
+            host::log(
+                proxy_wasm::types::LogLevel::Info,
+                &format!("tollgate: {} {} ({detail})", reply.status, reply.request_id),
+            );
+        }
         if let Err(e) = host::send_reply(reply.status, &reply.headers, &reply.body) {
             host::error(&e);
         }
@@ -57,7 +63,7 @@ impl HttpContext for TollgateHttp {
         };
         let decision = shared
             .engine
-            .on_request_headers(RequestHead::from_pairs(pairs));
+            .on_request_headers(RequestHead::from_pairs(pairs), host::now_ms());
         for (counter, delta) in decision.counters() {
             shared.metrics.add(*counter, *delta);
         }
@@ -72,6 +78,11 @@ impl HttpContext for TollgateHttp {
                     if let Err(e) = host::set_request_header(name, value) {
                         return self.internal_error(&e);
                     }
+                }
+                if let Some(path) = &plan.set_path
+                    && let Err(e) = host::set_request_header(":path", path)
+                {
+                    return self.internal_error(&e);
                 }
                 self.request_id = Some(plan.request_id);
                 Action::Continue

@@ -7,6 +7,8 @@ use regex::{Regex, RegexBuilder};
 
 use super::document::{HeaderMatchDocument, MatchDocument, PathMatchDocument, PolicyDocument};
 use super::{PolicyError, PolicyErrors};
+use crate::auth::Authenticator;
+use crate::auth::compile::compile_route_auth;
 use crate::headers::{IDENTITY_PREFIX, is_valid_header_name, is_valid_header_value};
 use crate::routing::{
     HeaderCondition, HeaderMatcher, HostPattern, PathMatcher, Route, RouteMatcher, RouteTable,
@@ -16,18 +18,19 @@ use crate::routing::{
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// A validated, compiled policy, ready to serve requests.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Policy {
     pub routes: RouteTable,
+    pub auth: Authenticator,
     /// Incoming header whose well-formed value is reused as the request id.
     pub request_id_header: Option<String>,
 }
 
 #[derive(Default)]
-struct Errors(Vec<PolicyError>);
+pub(crate) struct Errors(Vec<PolicyError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(PolicyError::new(path, message));
     }
 }
@@ -61,6 +64,7 @@ impl Policy {
                 }
             });
 
+        let auth = crate::auth::compile_auth(document.auth.as_ref(), &mut errors);
         if document.routes.is_empty() {
             errors.push("routes", "must have at least one route");
         }
@@ -103,16 +107,22 @@ impl Policy {
                 );
             }
             let matcher = compile_match(&route.matcher, &format!("{at}.match"), &mut errors);
+            let route_auth = route
+                .auth
+                .as_ref()
+                .map(|a| compile_route_auth(a, &auth, &format!("{at}.auth"), &mut errors));
             routes.push(Route {
                 name: route.name.clone(),
                 cluster: route.cluster.clone(),
                 matcher,
+                auth: route_auth,
             });
         }
 
         if errors.0.is_empty() {
             Ok(Policy {
                 routes: RouteTable::new(routes),
+                auth,
                 request_id_header,
             })
         } else {

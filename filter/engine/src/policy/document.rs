@@ -16,6 +16,9 @@ pub struct PolicyDocument {
     /// How the request id that Tollgate passes to the origin is chosen.
     #[serde(default)]
     pub request_id: Option<RequestIdDocument>,
+    /// Credentials Tollgate accepts (JWT providers, API keys); routes pick among them.
+    #[serde(default)]
+    pub auth: Option<AuthDocument>,
     /// Routes, tried in order; the first that matches serves the request.
     pub routes: Vec<RouteDocument>,
 }
@@ -41,6 +44,9 @@ pub struct RouteDocument {
     pub matcher: MatchDocument,
     /// The Envoy cluster (origin) that serves this route.
     pub cluster: String,
+    /// Who may call this route. Omit for a public route.
+    #[serde(default)]
+    pub auth: Option<RouteAuthDocument>,
 }
 
 /// Request matching. Every condition given must hold.
@@ -96,4 +102,172 @@ pub struct HeaderMatchDocument {
     /// `true`: the header must be present; `false`: it must be absent.
     #[serde(default)]
     pub present: Option<bool>,
+}
+
+/// Authentication: who may call, and how they prove it.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthDocument {
+    /// JWT issuers whose tokens Tollgate accepts.
+    #[serde(default)]
+    pub jwt_providers: Vec<JwtProviderDocument>,
+    /// API keys, stored as SHA-256 digests only.
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysDocument>,
+}
+
+/// One JWT issuer.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProviderDocument {
+    /// Unique name, referenced by routes (`auth.accept`).
+    pub name: String,
+    /// Required `iss` value.
+    pub issuer: String,
+    /// Accepted `aud` values; the token must carry at least one. Omit to not check.
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
+    /// Algorithms accepted from this issuer. The token's `alg` alone never decides:
+    /// anything outside this list is refused before any key is touched.
+    pub algorithms: Vec<String>,
+    /// Tolerated clock difference for `exp`/`nbf`/`iat`, in seconds (default 30).
+    #[serde(default)]
+    pub clock_skew_seconds: Option<u32>,
+    /// Refuse tokens issued (`iat`) longer ago than this, in seconds.
+    #[serde(default)]
+    pub max_age_seconds: Option<u32>,
+    /// Claims that must be present.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Where the token is read from, in order (default: `Authorization: Bearer`).
+    #[serde(default)]
+    pub from: Option<Vec<TokenSourceDocument>>,
+    /// Remove the token from the request before forwarding (default false).
+    #[serde(default)]
+    pub remove_token: bool,
+    /// Largest token accepted, in bytes (default 8192); longer ones are refused unread.
+    #[serde(default)]
+    pub max_token_bytes: Option<u32>,
+    /// The issuer's keys.
+    pub jwks: JwksDocument,
+    /// Claims copied into request headers for the origin.
+    #[serde(default)]
+    pub claims_to_headers: Vec<ClaimHeaderDocument>,
+    /// Which claims name the tenant, user and plan.
+    #[serde(default)]
+    pub identity: Option<IdentityDocument>,
+}
+
+/// Where a token is found. Exactly one of `header`, `query` or `cookie`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSourceDocument {
+    /// Header name.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Prefix before the token in that header (e.g. `"Bearer "`, matched case-insensitively).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Query parameter name.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Cookie name.
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+/// The issuer's key set.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwksDocument {
+    /// A JWKS document (`{"keys": [...]}`), inline, as YAML/JSON or as a JSON string.
+    pub inline: serde_json::Value,
+}
+
+/// Copy a claim into a request header.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimHeaderDocument {
+    /// Claim path; nested claims with dots (`address.country`). Arrays are joined with `,`.
+    pub claim: String,
+    /// Header to set; must start with `x-tollgate-` so clients can never forge it.
+    pub header: String,
+}
+
+/// Where tenant, user and plan come from.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityDocument {
+    /// Claim naming the tenant; or a fixed tenant with `tenant_value`.
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+    /// Fixed tenant for every token of this provider.
+    #[serde(default)]
+    pub tenant_value: Option<String>,
+    /// Claim naming the user (default `sub`).
+    #[serde(default)]
+    pub user_claim: Option<String>,
+    /// Claim naming the plan.
+    #[serde(default)]
+    pub plan_claim: Option<String>,
+}
+
+/// API keys: callers send a key; the policy holds only its SHA-256.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysDocument {
+    /// Header carrying the key (default `x-api-key`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Remove the key header before forwarding (default true).
+    #[serde(default)]
+    pub remove_key: Option<bool>,
+    pub keys: Vec<ApiKeyDocument>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyDocument {
+    /// Identifier of the key (not secret); goes to the origin as `x-tollgate-key-id`.
+    pub id: String,
+    /// Lower-case hex SHA-256 of the key.
+    pub sha256: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// Route-level authentication and authorisation.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthDocument {
+    /// Accepted credentials: names of JWT providers, and/or `api_key`. Any one suffices.
+    pub accept: Vec<String>,
+    /// `true`: requests without credentials pass (invalid credentials still fail).
+    #[serde(default)]
+    pub optional: bool,
+    /// The caller must have at least one of these roles.
+    #[serde(default)]
+    pub roles: Option<ClaimSetRuleDocument>,
+    /// The caller must have all of these scopes.
+    #[serde(default)]
+    pub scopes: Option<ClaimSetRuleDocument>,
+    /// Claim values allowed: `{country: [IN, US]}`.
+    #[serde(default)]
+    pub claims: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Path template binding a segment to a claim: `/v1/refunds/{sub}` means the segment
+    /// in that position must equal the `sub` claim.
+    #[serde(default)]
+    pub bind_path: Option<String>,
+}
+
+/// A set-valued claim rule. Roles: any of `values`; scopes: all of `values`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSetRuleDocument {
+    /// Claim holding the set: an array, or a space-separated string (OAuth `scope`).
+    /// Default `roles` for roles and `scope` for scopes.
+    #[serde(default)]
+    pub claim: Option<String>,
+    pub values: Vec<String>,
 }

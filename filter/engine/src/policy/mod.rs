@@ -1,7 +1,7 @@
 //! Loading a policy: parse (strict), validate (every error, each with its field path),
 //! compile into ready structures. Runs once per `on_configure`, never per request.
 
-mod compile;
+pub(crate) mod compile;
 pub mod document;
 
 use std::fmt;
