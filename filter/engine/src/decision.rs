@@ -27,6 +27,18 @@ pub struct ForwardPlan {
     pub identity: Option<Box<Identity>>,
     /// Counters to add to.
     pub counters: Vec<(Counter, u64)>,
+    /// When set, the request body must be seen (whole) before the request goes on:
+    /// hold the headers, buffer the body, then call `Engine::on_request_body`.
+    pub body_check: Option<BodyCheck>,
+}
+
+/// What the body phase has to check, carried from the headers phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyCheck {
+    pub route: RouteId,
+    /// Largest body the check reads; beyond it the request gets 413.
+    pub max_body_bytes: usize,
+    pub webhook: Option<crate::webhook::PendingSignature>,
 }
 
 /// A response generated at the edge: a status, headers and a JSON body.

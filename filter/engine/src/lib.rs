@@ -17,8 +17,9 @@ pub mod policy;
 pub mod request;
 pub mod request_id;
 pub mod routing;
+pub mod webhook;
 
-pub use decision::{Decision, ForwardPlan, LocalReply};
+pub use decision::{BodyCheck, Decision, ForwardPlan, LocalReply};
 pub use metrics::Counter;
 pub use pipeline::Engine;
 pub use policy::{Policy, PolicyError, PolicyErrors};

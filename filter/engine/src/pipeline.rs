@@ -2,7 +2,7 @@
 //! and what it returns; the adapter only applies the result.
 
 use crate::auth::{AuthOutcome, AuthReason, Identity, Removal};
-use crate::decision::{Decision, ForwardPlan, LocalReply};
+use crate::decision::{BodyCheck, Decision, ForwardPlan, LocalReply};
 use crate::headers::{CLUSTER, IDENTITY_PREFIX, REQUEST_ID, ROUTE};
 use crate::metrics::Counter;
 use crate::policy::Policy;
@@ -68,6 +68,7 @@ impl Engine {
             set_path: None,
             identity: None,
             counters,
+            body_check: None,
         };
 
         if let Some(route_auth) = &route.auth {
@@ -91,8 +92,63 @@ impl Engine {
                 }
             }
         }
+        if let Some(verifier) = &route.webhook {
+            match verifier.read_headers(&request, now_ms) {
+                Ok(pending) => {
+                    plan.body_check = Some(BodyCheck {
+                        route: route_id,
+                        max_body_bytes: verifier.max_body_bytes,
+                        webhook: Some(pending),
+                    });
+                }
+                Err(failure) => {
+                    plan.counters.push((Counter::Unauthenticated, 1));
+                    return Decision::Reply(webhook_refused(failure, plan));
+                }
+            }
+        }
         plan.counters.push((Counter::Forwarded, 1));
         Decision::Forward(Box::new(plan))
+    }
+
+    /// Request-body phase, once the whole body is buffered (only for requests whose plan
+    /// carried a `body_check`). `None`: forward it; `Some`: send this reply instead.
+    pub fn on_request_body(
+        &self,
+        check: &BodyCheck,
+        body: &[u8],
+        request_id: &str,
+    ) -> Option<LocalReply> {
+        if body.len() > check.max_body_bytes {
+            return Some(self.body_too_large(check, request_id));
+        }
+        let verifier = self.policy.routes.get(check.route)?.webhook.as_ref()?;
+        let pending = check.webhook.as_ref()?;
+        match verifier.verify_body(pending, body) {
+            Ok(()) => None,
+            Err(failure) => {
+                let mut reply = LocalReply::json_error(
+                    401,
+                    "invalid_signature",
+                    "the webhook signature is invalid",
+                    request_id,
+                );
+                reply.counters = vec![(Counter::Unauthenticated, 1)];
+                reply.detail = Some(failure.as_str());
+                Some(reply)
+            }
+        }
+    }
+
+    /// 413 for a body over the route's inspection limit.
+    pub fn body_too_large(&self, check: &BodyCheck, request_id: &str) -> LocalReply {
+        let message = format!(
+            "the request body is larger than {} bytes",
+            check.max_body_bytes
+        );
+        let mut reply = LocalReply::json_error(413, "body_too_large", &message, request_id);
+        reply.detail = Some("body_too_large");
+        reply
     }
 
     /// Response-header phase: headers to set on every response, local replies included.
@@ -134,6 +190,18 @@ fn unauthorized(reason: AuthReason, plan: ForwardPlan) -> LocalReply {
         .push(("www-authenticate".to_string(), challenge.to_string()));
     reply.counters = plan.counters;
     reply.detail = Some(reason.as_str());
+    reply
+}
+
+fn webhook_refused(failure: crate::webhook::WebhookFailure, plan: ForwardPlan) -> LocalReply {
+    let mut reply = LocalReply::json_error(
+        401,
+        "invalid_signature",
+        "the webhook signature is invalid",
+        &plan.request_id,
+    );
+    reply.counters = plan.counters;
+    reply.detail = Some(failure.as_str());
     reply
 }
 

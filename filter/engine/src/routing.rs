@@ -14,6 +14,7 @@ pub struct Route {
     pub cluster: String,
     pub(crate) matcher: RouteMatcher,
     pub auth: Option<crate::auth::RouteAuth>,
+    pub webhook: Option<crate::webhook::WebhookVerifier>,
 }
 
 #[derive(Debug, Clone, Default)]

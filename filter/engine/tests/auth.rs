@@ -1,6 +1,11 @@
 //! Authentication and authorisation through the engine's request path: identity and
 //! claim headers, roles, scopes, claim values, path binding, API keys, answers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -1,6 +1,11 @@
 //! Replays every committed fuzz seed and minimised crash (`fuzz/corpus`, `fuzz/regressions`)
 //! through the same entry points the fuzz targets use. A crash once found stays a test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 use std::path::Path;
 

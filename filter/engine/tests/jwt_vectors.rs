@@ -3,7 +3,12 @@
 //! the outcome Tollgate must give. Every hostile shape from the threat list is a case.
 //! Regenerate (new keys, same cases): `cargo test --release -p tollgate-engine --test
 //! jwt_vectors -- --ignored regenerate`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 use std::path::PathBuf;
 

@@ -1,7 +1,12 @@
 //! Golden bad policies: each file under `policies/invalid/` must be refused with exactly
 //! the errors in the `.err` file beside it (one `path: message` per line). The demo
 //! policy and every other policy under `policies/` must load.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,10 @@
 //! The request path natively: routing, identity-header stripping, request ids, replies.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 use tollgate_engine::{Counter, Decision, Engine, Policy, RequestHead};
 

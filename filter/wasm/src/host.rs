@@ -23,6 +23,13 @@ pub fn plugin_configuration() -> Option<Bytes> {
     .flatten()
 }
 
+/// The buffered request body (whole, when the previous body callback returned Pause).
+pub fn request_body(size: usize) -> Result<Vec<u8>, String> {
+    hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, size)
+        .map(Option::unwrap_or_default)
+        .map_err(|status| format!("reading the request body failed: {status:?}"))
+}
+
 pub fn request_headers() -> Result<Vec<(String, Bytes)>, String> {
     hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
         .map_err(|status| format!("reading request headers failed: {status:?}"))

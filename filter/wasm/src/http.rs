@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use tollgate_engine::{Decision, LocalReply, RequestHead};
+use tollgate_engine::{BodyCheck, Decision, LocalReply, RequestHead};
 
 use crate::host;
 use crate::root::Shared;
@@ -12,6 +12,8 @@ use crate::root::Shared;
 pub struct TollgateHttp {
     shared: Option<Rc<Shared>>,
     request_id: Option<String>,
+    /// Set while the body must be seen before the request may go on.
+    body_check: Option<BodyCheck>,
 }
 
 impl TollgateHttp {
@@ -19,6 +21,7 @@ impl TollgateHttp {
         Self {
             shared,
             request_id: None,
+            body_check: None,
         }
     }
 
@@ -50,10 +53,27 @@ impl TollgateHttp {
     }
 }
 
+impl TollgateHttp {
+    fn finish_body_check(&mut self, shared: &Shared, check: &BodyCheck, body: &[u8]) -> Action {
+        self.body_check = None;
+        let request_id = self.request_id.clone().unwrap_or_default();
+        match shared.engine.on_request_body(check, body, &request_id) {
+            // Continue from a body or trailers callback releases the held headers too.
+            None => Action::Continue,
+            Some(reply) => {
+                for (counter, delta) in &reply.counters {
+                    shared.metrics.add(*counter, *delta);
+                }
+                self.reply(&reply)
+            }
+        }
+    }
+}
+
 impl Context for TollgateHttp {}
 
 impl HttpContext for TollgateHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             return self.internal_error("tollgate: stream without a loaded policy");
         };
@@ -69,6 +89,7 @@ impl HttpContext for TollgateHttp {
         }
         match decision {
             Decision::Forward(plan) => {
+                let plan = *plan;
                 for name in &plan.remove_headers {
                     if let Err(e) = host::remove_request_header(name) {
                         return self.internal_error(&e);
@@ -85,9 +106,49 @@ impl HttpContext for TollgateHttp {
                     return self.internal_error(&e);
                 }
                 self.request_id = Some(plan.request_id);
-                Action::Continue
+                match plan.body_check {
+                    None => Action::Continue,
+                    Some(check) if end_of_stream => self.finish_body_check(&shared, &check, &[]),
+                    Some(check) => {
+                        // Headers are held until the body is verified; this needs
+                        // `allow_on_headers_stop_iteration: true` in Envoy (see docs).
+                        self.body_check = Some(check);
+                        Action::Pause
+                    }
+                }
             }
             Decision::Reply(reply) => self.reply(&reply),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(shared), Some(check)) = (self.shared.clone(), self.body_check.clone()) else {
+            return Action::Continue;
+        };
+        if body_size > check.max_body_bytes {
+            self.body_check = None;
+            let reply = shared
+                .engine
+                .body_too_large(&check, self.request_id.as_deref().unwrap_or(""));
+            return self.reply(&reply);
+        }
+        if !end_of_stream {
+            return Action::Pause; // keep buffering
+        }
+        match host::request_body(body_size) {
+            Ok(body) => self.finish_body_check(&shared, &check, &body),
+            Err(e) => self.internal_error(&e),
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // With trailers there is no end-of-stream body callback: finish here.
+        let (Some(shared), Some(check)) = (self.shared.clone(), self.body_check.clone()) else {
+            return Action::Continue;
+        };
+        match host::request_body(check.max_body_bytes.saturating_add(1)) {
+            Ok(body) => self.finish_body_check(&shared, &check, &body),
+            Err(e) => self.internal_error(&e),
         }
     }
 

@@ -111,11 +111,15 @@ impl Policy {
                 .auth
                 .as_ref()
                 .map(|a| compile_route_auth(a, &auth, &format!("{at}.auth"), &mut errors));
+            let webhook = route.webhook.as_ref().map(|w| {
+                crate::webhook::WebhookVerifier::compile(w, &format!("{at}.webhook"), &mut errors)
+            });
             routes.push(Route {
                 name: route.name.clone(),
                 cluster: route.cluster.clone(),
                 matcher,
                 auth: route_auth,
+                webhook,
             });
         }
 

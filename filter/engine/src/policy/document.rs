@@ -47,6 +47,9 @@ pub struct RouteDocument {
     /// Who may call this route. Omit for a public route.
     #[serde(default)]
     pub auth: Option<RouteAuthDocument>,
+    /// Verify a partner webhook signature over the body before forwarding.
+    #[serde(default)]
+    pub webhook: Option<WebhookDocument>,
 }
 
 /// Request matching. Every condition given must hold.
@@ -270,4 +273,47 @@ pub struct ClaimSetRuleDocument {
     #[serde(default)]
     pub claim: Option<String>,
     pub values: Vec<String>,
+}
+
+/// Verifying partner webhooks: an HMAC-SHA256 over the timestamp and the body.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDocument {
+    /// `stripe`: one header `t=<unix>,v1=<hex>[,v1=<hex>]`; `headers`: a timestamp header
+    /// and a signature header. Either way the signed content is `<timestamp>.<body>`.
+    pub scheme: WebhookScheme,
+    /// The signature header (default `webhook-signature`).
+    #[serde(default)]
+    pub signature_header: Option<String>,
+    /// For `headers`: the timestamp header (default `webhook-timestamp`).
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    /// For `headers`: a prefix before the signature, e.g. `sha256=`.
+    #[serde(default)]
+    pub signature_prefix: Option<String>,
+    /// For `headers`: `hex` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: Option<SignatureEncoding>,
+    /// Shared secrets; several while rotating. Any one verifying suffices.
+    pub secrets: Vec<String>,
+    /// Oldest (and furthest in the future) timestamp accepted, in seconds (default 300).
+    #[serde(default)]
+    pub tolerance_seconds: Option<u32>,
+    /// Largest body verified, in bytes (default 1 MiB); larger bodies get 413.
+    #[serde(default)]
+    pub max_body_bytes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookScheme {
+    Stripe,
+    Headers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    Hex,
+    Base64,
 }
