@@ -18,7 +18,11 @@ fn request_headers(c: &mut Criterion) {
         let request = typical_request(path);
         group.bench_function(name, |b| {
             b.iter(|| {
-                black_box(engine.on_request_headers(black_box(request.clone()), 1_767_225_600_000))
+                black_box(engine.on_request_headers(
+                    black_box(request.clone()),
+                    1_767_225_600_000,
+                    &tollgate_engine::MemorySharedData::default(),
+                ))
             })
         });
     }

@@ -30,6 +30,8 @@ pub struct ForwardPlan {
     /// When set, the request body must be seen (whole) before the request goes on:
     /// hold the headers, buffer the body, then call `Engine::on_request_body`.
     pub body_check: Option<BodyCheck>,
+    /// Headers to add to the response (e.g. `RateLimit`), local replies excluded.
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// What the body phase has to check, carried from the headers phase.

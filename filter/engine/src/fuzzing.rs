@@ -10,7 +10,11 @@ pub fn policy_load(data: &[u8]) {
     {
         // A policy that loads must also serve a request.
         let engine = Engine::new(policy, 0);
-        let _ = engine.on_request_headers(RequestHead::from_pairs([(":path", "/")]), 0);
+        let _ = engine.on_request_headers(
+            RequestHead::from_pairs([(":path", "/")]),
+            0,
+            &crate::MemorySharedData::default(),
+        );
     }
 }
 
@@ -43,5 +47,9 @@ pub fn request_path(data: &[u8]) {
         let name = String::from_utf8_lossy(line.get(..split)?).into_owned();
         Some((name, line.get(split + 1..)?.to_vec()))
     });
-    let _ = engine.on_request_headers(RequestHead::from_pairs(pairs), 0);
+    let _ = engine.on_request_headers(
+        RequestHead::from_pairs(pairs),
+        0,
+        &crate::MemorySharedData::default(),
+    );
 }

@@ -51,3 +51,5 @@ pub const PLAN: &str = "x-tollgate-plan";
 pub const KEY_ID: &str = "x-tollgate-key-id";
 /// How the caller authenticated: `jwt:<provider>` or `api_key`.
 pub const AUTH_METHOD: &str = "x-tollgate-auth";
+/// Names of shadow-mode limits this request would have exceeded.
+pub const SHADOW_LIMITED: &str = "x-tollgate-shadow-limited";

@@ -11,12 +11,14 @@ pub mod decision;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod request;
 pub mod request_id;
 pub mod routing;
+pub mod shared;
 pub mod webhook;
 
 pub use decision::{BodyCheck, Decision, ForwardPlan, LocalReply};
@@ -24,3 +26,4 @@ pub use metrics::Counter;
 pub use pipeline::Engine;
 pub use policy::{Policy, PolicyError, PolicyErrors};
 pub use request::RequestHead;
+pub use shared::{MemorySharedData, SetError, SharedData, StoreUnavailable};

@@ -17,10 +17,18 @@ pub enum Counter {
     Unauthenticated,
     /// Requests refused 403 (authenticated, not authorised).
     Forbidden,
+    /// Requests refused 429 by an enforcing limit.
+    RateLimited,
+    /// Requests a shadow limit would have refused (forwarded, marked).
+    ShadowLimited,
+    /// Limit checks skipped because shared data failed (the request passed: fail open).
+    LimiterFailOpen,
+    /// Buckets evicted to keep the key table bounded.
+    LimiterEvictions,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 11] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -28,6 +36,10 @@ impl Counter {
         Counter::Authenticated,
         Counter::Unauthenticated,
         Counter::Forbidden,
+        Counter::RateLimited,
+        Counter::ShadowLimited,
+        Counter::LimiterFailOpen,
+        Counter::LimiterEvictions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +51,10 @@ impl Counter {
             Counter::Authenticated => "tollgate_authenticated_total",
             Counter::Unauthenticated => "tollgate_unauthenticated_total",
             Counter::Forbidden => "tollgate_forbidden_total",
+            Counter::RateLimited => "tollgate_rate_limited_total",
+            Counter::ShadowLimited => "tollgate_shadow_limited_total",
+            Counter::LimiterFailOpen => "tollgate_limiter_fail_open_total",
+            Counter::LimiterEvictions => "tollgate_limiter_evictions_total",
         }
     }
 
@@ -52,6 +68,10 @@ impl Counter {
             Counter::Authenticated => 4,
             Counter::Unauthenticated => 5,
             Counter::Forbidden => 6,
+            Counter::RateLimited => 7,
+            Counter::ShadowLimited => 8,
+            Counter::LimiterFailOpen => 9,
+            Counter::LimiterEvictions => 10,
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::metrics::Counter;
 use crate::policy::Policy;
 use crate::request::RequestHead;
 use crate::request_id::{RequestIdGenerator, is_reusable};
+use crate::shared::SharedData;
 
 /// One engine per VM (per Envoy worker): the compiled policy plus per-VM state.
 #[derive(Debug)]
@@ -36,7 +37,12 @@ impl Engine {
     /// unspoofable and routing cannot be chosen by the client), picks the request id and
     /// the route, authenticates and authorises, and returns either the forwarding plan
     /// or the reply to send.
-    pub fn on_request_headers(&self, mut request: RequestHead, now_ms: u64) -> Decision {
+    pub fn on_request_headers(
+        &self,
+        mut request: RequestHead,
+        now_ms: u64,
+        store: &dyn SharedData,
+    ) -> Decision {
         let spoofed = request.remove_headers_with_prefix(IDENTITY_PREFIX);
         let mut counters = vec![(Counter::Requests, 1)];
         if !spoofed.is_empty() {
@@ -69,6 +75,7 @@ impl Engine {
             identity: None,
             counters,
             body_check: None,
+            response_headers: Vec::new(),
         };
 
         if let Some(route_auth) = &route.auth {
@@ -90,6 +97,51 @@ impl Engine {
                     set_identity_headers(&identity, &mut plan);
                     plan.identity = Some(identity);
                 }
+            }
+        }
+        if !route.limits.is_empty() {
+            let limits = &self.policy.rate_limits;
+            let client_ip =
+                crate::limits::client_ip(&request, request.peer(), limits.xff_trusted_hops);
+            let input = crate::limits::LimitInput {
+                request: &request,
+                identity: plan.identity.as_deref(),
+                route_name: &route.name,
+                client_ip: client_ip.as_deref(),
+            };
+            let outcome = limits.check(&route.limits, &input, now_ms, store);
+            let headers = crate::limits::headers(&outcome, limits.legacy_headers);
+            if outcome.store_errors > 0 {
+                plan.counters
+                    .push((Counter::LimiterFailOpen, outcome.store_errors));
+            }
+            if outcome.evictions > 0 {
+                plan.counters
+                    .push((Counter::LimiterEvictions, outcome.evictions));
+            }
+            if let Some((name, retry_after_ms)) = &outcome.denied {
+                plan.counters.push((Counter::RateLimited, 1));
+                let message = format!("rate limit {name:?} exceeded");
+                let mut reply =
+                    LocalReply::json_error(429, "rate_limited", &message, &plan.request_id);
+                reply.headers.push((
+                    "retry-after".to_string(),
+                    retry_after_ms.div_ceil(1000).max(1).to_string(),
+                ));
+                reply.headers.extend(headers);
+                reply.counters = plan.counters;
+                reply.detail = Some("rate_limited");
+                return Decision::Reply(reply);
+            }
+            if !outcome.shadow_denied.is_empty() {
+                plan.counters.push((Counter::ShadowLimited, 1));
+                plan.set_headers.push((
+                    crate::headers::SHADOW_LIMITED.to_string(),
+                    outcome.shadow_denied.join(","),
+                ));
+            }
+            if limits.headers_on_allowed {
+                plan.response_headers = headers;
             }
         }
         if let Some(verifier) = &route.webhook {

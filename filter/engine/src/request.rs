@@ -9,6 +9,8 @@ pub struct RequestHead {
     authority: String,
     scheme: String,
     headers: Vec<(String, Vec<u8>)>,
+    /// The connection's peer address (`ip:port`), as the proxy reports it.
+    peer: Option<String>,
 }
 
 impl RequestHead {
@@ -40,6 +42,16 @@ impl RequestHead {
             head.authority = String::from_utf8_lossy(host).into_owned();
         }
         head
+    }
+
+    /// Sets the connection's peer address (`source.address` in Envoy).
+    pub fn with_peer(mut self, peer: Option<String>) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    pub fn peer(&self) -> Option<&str> {
+        self.peer.as_deref()
     }
 
     pub fn method(&self) -> &str {

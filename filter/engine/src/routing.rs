@@ -15,6 +15,7 @@ pub struct Route {
     pub(crate) matcher: RouteMatcher,
     pub auth: Option<crate::auth::RouteAuth>,
     pub webhook: Option<crate::webhook::WebhookVerifier>,
+    pub limits: Vec<crate::limits::RouteLimit>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -106,7 +106,11 @@ fn get(engine: &Engine, path: &str, headers: &[(&str, String)]) -> Decision {
         (":authority".to_string(), "api".to_string()),
     ];
     pairs.extend(headers.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    engine.on_request_headers(RequestHead::from_pairs(pairs), NOW * 1000)
+    engine.on_request_headers(
+        RequestHead::from_pairs(pairs),
+        NOW * 1000,
+        &tollgate_engine::MemorySharedData::default(),
+    )
 }
 
 fn bearer(token: &str) -> (&'static str, String) {
@@ -324,6 +328,7 @@ fn cached_token_still_expires() {
             ("authorization", format!("Bearer {token}")),
         ]),
         (NOW + 100) * 1000,
+        &tollgate_engine::MemorySharedData::default(),
     );
     assert_eq!(status(&later), 401);
 }

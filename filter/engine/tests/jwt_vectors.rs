@@ -79,7 +79,11 @@ fn every_vector_gives_its_outcome() {
             (":authority", "api".to_string()),
             ("authorization", format!("Bearer {token}")),
         ]);
-        let outcome = match engine.on_request_headers(request, NOW * 1000) {
+        let outcome = match engine.on_request_headers(
+            request,
+            NOW * 1000,
+            &tollgate_engine::MemorySharedData::default(),
+        ) {
             Decision::Forward(_) => "ok".to_string(),
             Decision::Reply(r) => format!("{}:{}", r.status, r.detail.unwrap_or("-")),
         };

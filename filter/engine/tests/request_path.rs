@@ -72,14 +72,20 @@ fn first_matching_route_wins_in_policy_order() {
     let eu = e.on_request_headers(
         request("GET", "a", "/v1/refunds/u1", &[("x-country", "EU")]),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     assert_eq!(cluster_of(&eu), Some("origin_eu"));
     let in_ = e.on_request_headers(
         request("GET", "a", "/v1/refunds/u1", &[("x-country", "IN")]),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     assert_eq!(cluster_of(&in_), Some("origin"));
-    let health = e.on_request_headers(request("GET", "a", "/healthz?probe=1", &[]), NOW_MS);
+    let health = e.on_request_headers(
+        request("GET", "a", "/healthz?probe=1", &[]),
+        NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
+    );
     assert_eq!(cluster_of(&health), Some("origin"));
 }
 
@@ -89,29 +95,39 @@ fn host_method_and_regex_conditions_all_apply() {
     let hit = e.on_request_headers(
         request("GET", "api.example.com:8443", "/users/42", &[]),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     assert_eq!(cluster_of(&hit), Some("users"));
     // Regex is anchored: a longer path does not match.
     let longer = e.on_request_headers(
         request("GET", "api.example.com", "/users/42/x", &[]),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     assert_eq!(cluster_of(&longer), None);
     // Wrong method, bare domain (wildcard needs a label before the suffix).
     assert_eq!(
-        cluster_of(
-            &e.on_request_headers(request("POST", "api.example.com", "/users/42", &[]), NOW_MS)
-        ),
+        cluster_of(&e.on_request_headers(
+            request("POST", "api.example.com", "/users/42", &[]),
+            NOW_MS,
+            &tollgate_engine::MemorySharedData::default()
+        )),
         None
     );
     assert_eq!(
-        cluster_of(&e.on_request_headers(request("GET", "example.com", "/users/42", &[]), NOW_MS)),
+        cluster_of(&e.on_request_headers(
+            request("GET", "example.com", "/users/42", &[]),
+            NOW_MS,
+            &tollgate_engine::MemorySharedData::default()
+        )),
         None
     );
     assert_eq!(
-        cluster_of(
-            &e.on_request_headers(request("GET", "ADMIN.internal", "/anything", &[]), NOW_MS)
-        ),
+        cluster_of(&e.on_request_headers(
+            request("GET", "ADMIN.internal", "/anything", &[]),
+            NOW_MS,
+            &tollgate_engine::MemorySharedData::default()
+        )),
         Some("admin")
     );
 }
@@ -122,6 +138,7 @@ fn unmatched_request_gets_json_404_with_request_id() {
     let decision = e.on_request_headers(
         request("GET", "a", "/nope", &[("x-request-id", "abc-1")]),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     let Decision::Reply(reply) = decision else {
         panic!("expected a reply")
@@ -155,6 +172,7 @@ fn client_identity_headers_are_removed_and_replaced() {
             ],
         ),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     let Decision::Forward(plan) = decision else {
         panic!("expected forward")
@@ -182,6 +200,7 @@ fn spoofed_cluster_header_cannot_pick_a_route() {
     let d = e.on_request_headers(
         request("GET", "a", "/other", &[("x-tollgate-cluster", "admin")]),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     assert!(matches!(d, Decision::Reply(ref r) if r.status == 404));
 }
@@ -192,16 +211,26 @@ fn request_id_reused_when_well_formed_else_generated() {
     let reused = e.on_request_headers(
         request("GET", "a", "/v1/x", &[("x-request-id", "req-123")]),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     assert_eq!(reused.request_id(), "req-123");
     let hostile = e.on_request_headers(
         request("GET", "a", "/v1/x", &[("x-request-id", "a\r\nb")]),
         NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
     );
     assert_ne!(hostile.request_id(), "a\r\nb");
     assert_eq!(hostile.request_id().len(), 36);
-    let fresh1 = e.on_request_headers(request("GET", "a", "/v1/x", &[]), NOW_MS);
-    let fresh2 = e.on_request_headers(request("GET", "a", "/v1/x", &[]), NOW_MS);
+    let fresh1 = e.on_request_headers(
+        request("GET", "a", "/v1/x", &[]),
+        NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
+    );
+    let fresh2 = e.on_request_headers(
+        request("GET", "a", "/v1/x", &[]),
+        NOW_MS,
+        &tollgate_engine::MemorySharedData::default(),
+    );
     assert_ne!(fresh1.request_id(), fresh2.request_id());
 }
 
@@ -209,7 +238,11 @@ fn request_id_reused_when_well_formed_else_generated() {
 fn every_request_is_counted_once() {
     let e = engine();
     for path in ["/v1/a", "/zzz"] {
-        let d = e.on_request_headers(request("GET", "a", path, &[]), NOW_MS);
+        let d = e.on_request_headers(
+            request("GET", "a", path, &[]),
+            NOW_MS,
+            &tollgate_engine::MemorySharedData::default(),
+        );
         assert_eq!(
             d.counters()
                 .iter()
@@ -235,7 +268,11 @@ fn route_without_match_matches_everything() {
         1,
     );
     assert_eq!(
-        cluster_of(&e.on_request_headers(request("DELETE", "x", "/", &[]), NOW_MS)),
+        cluster_of(&e.on_request_headers(
+            request("DELETE", "x", "/", &[]),
+            NOW_MS,
+            &tollgate_engine::MemorySharedData::default()
+        )),
         Some("c")
     );
 }

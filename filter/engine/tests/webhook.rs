@@ -65,7 +65,11 @@ fn run(
         (":path".to_string(), path.to_string()),
     ];
     pairs.extend(headers.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    match e.on_request_headers(RequestHead::from_pairs(pairs), now * 1000) {
+    match e.on_request_headers(
+        RequestHead::from_pairs(pairs),
+        now * 1000,
+        &tollgate_engine::MemorySharedData::default(),
+    ) {
         Decision::Reply(r) => (r.status, r.detail),
         Decision::Forward(plan) => {
             let check = plan

@@ -2,7 +2,7 @@
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Bytes, LogLevel, MapType, MetricType};
-use tollgate_engine::Counter;
+use tollgate_engine::{Counter, SetError, SharedData, StoreUnavailable};
 
 pub fn log(level: LogLevel, message: &str) {
     // Nothing sensible to do if logging itself fails.
@@ -109,4 +109,34 @@ impl Metrics {
             let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
         }
     }
+}
+
+/// Proxy-wasm shared data: one store for every worker VM of the node.
+pub struct HostSharedData;
+
+impl SharedData for HostSharedData {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreUnavailable> {
+        match hostcalls::get_shared_data(key) {
+            // An empty value is a present key (Envoy has no delete); treat it as empty state.
+            Ok((value, Some(cas))) => Ok(Some((value.unwrap_or_default(), cas))),
+            Ok((_, None)) => Ok(None),
+            Err(_) => Err(StoreUnavailable),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(proxy_wasm::types::Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(_) => Err(SetError::Host),
+        }
+    }
+}
+
+/// The downstream peer (`source.address`, `ip:port`), when the host knows it.
+pub fn peer_address() -> Option<String> {
+    hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
 }

@@ -14,6 +14,8 @@ pub struct TollgateHttp {
     request_id: Option<String>,
     /// Set while the body must be seen before the request may go on.
     body_check: Option<BodyCheck>,
+    /// Added to the upstream response (e.g. `RateLimit` fields).
+    response_headers: Vec<(String, String)>,
 }
 
 impl TollgateHttp {
@@ -22,10 +24,12 @@ impl TollgateHttp {
             shared,
             request_id: None,
             body_check: None,
+            response_headers: Vec::new(),
         }
     }
 
     fn reply(&mut self, reply: &LocalReply) -> Action {
+        self.response_headers.clear();
         self.request_id = Some(reply.request_id.clone());
         if let Some(detail) = reply.detail {
             host::log(
@@ -81,9 +85,11 @@ impl HttpContext for TollgateHttp {
             Ok(pairs) => pairs,
             Err(e) => return self.internal_error(&e),
         };
-        let decision = shared
-            .engine
-            .on_request_headers(RequestHead::from_pairs(pairs), host::now_ms());
+        let decision = shared.engine.on_request_headers(
+            RequestHead::from_pairs(pairs).with_peer(host::peer_address()),
+            host::now_ms(),
+            &host::HostSharedData,
+        );
         for (counter, delta) in decision.counters() {
             shared.metrics.add(*counter, *delta);
         }
@@ -106,6 +112,7 @@ impl HttpContext for TollgateHttp {
                     return self.internal_error(&e);
                 }
                 self.request_id = Some(plan.request_id);
+                self.response_headers = plan.response_headers;
                 match plan.body_check {
                     None => Action::Continue,
                     Some(check) if end_of_stream => self.finish_body_check(&shared, &check, &[]),
@@ -158,6 +165,11 @@ impl HttpContext for TollgateHttp {
                 if let Err(e) = host::set_response_header(name, &value) {
                     host::error(&e);
                 }
+            }
+        }
+        for (name, value) in std::mem::take(&mut self.response_headers) {
+            if let Err(e) = host::set_response_header(&name, &value) {
+                host::error(&e);
             }
         }
         Action::Continue

@@ -22,6 +22,7 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 pub struct Policy {
     pub routes: RouteTable,
     pub auth: Authenticator,
+    pub rate_limits: crate::limits::RateLimits,
     /// Incoming header whose well-formed value is reused as the request id.
     pub request_id_header: Option<String>,
 }
@@ -65,6 +66,8 @@ impl Policy {
             });
 
         let auth = crate::auth::compile_auth(document.auth.as_ref(), &mut errors);
+        let rate_limits =
+            crate::limits::compile_rate_limits(document.rate_limits.as_ref(), &mut errors);
         if document.routes.is_empty() {
             errors.push("routes", "must have at least one route");
         }
@@ -120,6 +123,12 @@ impl Policy {
                 matcher,
                 auth: route_auth,
                 webhook,
+                limits: crate::limits::compile_route_limits(
+                    &route.limits,
+                    &rate_limits,
+                    &format!("{at}.limits"),
+                    &mut errors,
+                ),
             });
         }
 
@@ -127,6 +136,7 @@ impl Policy {
             Ok(Policy {
                 routes: RouteTable::new(routes),
                 auth,
+                rate_limits,
                 request_id_header,
             })
         } else {

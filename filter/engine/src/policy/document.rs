@@ -19,6 +19,9 @@ pub struct PolicyDocument {
     /// Credentials Tollgate accepts (JWT providers, API keys); routes pick among them.
     #[serde(default)]
     pub auth: Option<AuthDocument>,
+    /// Plans and rate limits; routes pick limits by name.
+    #[serde(default)]
+    pub rate_limits: Option<RateLimitsDocument>,
     /// Routes, tried in order; the first that matches serves the request.
     pub routes: Vec<RouteDocument>,
 }
@@ -50,6 +53,9 @@ pub struct RouteDocument {
     /// Verify a partner webhook signature over the body before forwarding.
     #[serde(default)]
     pub webhook: Option<WebhookDocument>,
+    /// Names of `rate_limits.limits` that apply here; all must pass.
+    #[serde(default)]
+    pub limits: Vec<RouteLimitDocument>,
 }
 
 /// Request matching. Every condition given must hold.
@@ -316,4 +322,112 @@ pub enum WebhookScheme {
 pub enum SignatureEncoding {
     Hex,
     Base64,
+}
+
+/// Rate limiting: plans, named limits, answers.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsDocument {
+    /// Plans by name: `{free: {rate: 60, per: 1m}}`. Limits with `plan: true` take their
+    /// rate from the caller's plan.
+    #[serde(default)]
+    pub plans: std::collections::BTreeMap<String, PlanDocument>,
+    /// Plan for tenants whose credentials name none.
+    #[serde(default)]
+    pub default_plan: Option<String>,
+    /// Per-tenant plan or shadow mode, overriding what the credentials say.
+    #[serde(default)]
+    pub tenant_overrides: std::collections::BTreeMap<String, TenantOverrideDocument>,
+    /// Named limits; routes list the ones that apply to them.
+    #[serde(default)]
+    pub limits: Vec<LimitDocument>,
+    /// `RateLimit` header options.
+    #[serde(default)]
+    pub headers: Option<RateLimitHeadersDocument>,
+    /// Where the client IP comes from.
+    #[serde(default)]
+    pub client_ip: Option<ClientIpDocument>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDocument {
+    /// Requests per `per`.
+    pub rate: u64,
+    /// Period: `30s`, `1m`, `1h`, `1d` (default `1m`).
+    #[serde(default)]
+    pub per: Option<String>,
+    /// Bucket size (default: `rate`).
+    #[serde(default)]
+    pub burst: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantOverrideDocument {
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Count and mark would-be blocks for this tenant, block nothing.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitDocument {
+    pub name: String,
+    /// What is counted together: any of `tenant`, `user`, `client_ip`, `key_id`, `route`,
+    /// `header:<name>`, `claim:<path>`. A request missing a part is not limited by this limit.
+    pub key: Vec<String>,
+    /// Requests per `per` (omit with `plan: true`).
+    #[serde(default)]
+    pub rate: Option<u64>,
+    /// Period: `30s`, `1m`, `1h`, `1d` (default `1m`).
+    #[serde(default)]
+    pub per: Option<String>,
+    /// Bucket size (default: `rate`).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// Take rate, period and burst from the caller's plan.
+    #[serde(default)]
+    pub plan: bool,
+    /// Count and mark would-be blocks, block nothing.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Most keys tracked at once (default 65536); beyond it the bucket nearest to full is
+    /// evicted.
+    #[serde(default)]
+    pub max_keys: Option<u32>,
+}
+
+/// A limit applied by a route: its name, or `{name, cost}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RouteLimitDocument {
+    Name(String),
+    WithCost {
+        name: String,
+        /// Tokens this route's requests take (default 1).
+        cost: u64,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitHeadersDocument {
+    /// Also send `RateLimit-Policy`/`RateLimit` on allowed responses.
+    #[serde(default)]
+    pub on_allowed: bool,
+    /// Send `X-RateLimit-Limit/Remaining/Reset` too.
+    #[serde(default)]
+    pub legacy: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpDocument {
+    /// Trusted proxies in front of this gateway: the client IP is taken that many entries
+    /// from the right of `x-forwarded-for`. 0 (default): the connection's peer address.
+    #[serde(default)]
+    pub xff_trusted_hops: u32,
 }

@@ -1,0 +1,362 @@
+//! Rate limits: named limits keyed by request attributes, plans per tenant, GCRA buckets
+//! kept in shared data so every worker of a node draws from the same bucket.
+//!
+//! Storage and its bound: a limit's buckets live in `max_keys / 4` shared-data slots
+//! (`tg:rl:<limit>:<quota-hash>:<slot>`), each holding up to 4 buckets as
+//! `(64-bit key fingerprint, TAT)`. A new key takes an empty or idle (full) bucket in
+//! its slot; when all four are busy it evicts the one nearest to full, whose caller then
+//! starts again with a full bucket. Memory is therefore fixed per limit however many
+//! distinct client IPs arrive; idle buckets are reused, which is how they expire.
+
+mod compile;
+pub mod gcra;
+
+use std::hash::{Hash, Hasher};
+
+pub(crate) use compile::{compile_rate_limits, compile_route_limits};
+use gcra::{Quota, Verdict};
+
+use crate::auth::Identity;
+use crate::request::RequestHead;
+use crate::shared::{SetError, SharedData, StoreUnavailable};
+
+const WAYS: usize = 4;
+const ENTRY_BYTES: usize = 24;
+const CAS_ATTEMPTS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    Tenant,
+    User,
+    ClientIp,
+    KeyId,
+    Route,
+    Header(String),
+    Claim(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum RateSource {
+    Fixed(Quota),
+    Plan,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub name: String,
+    pub key: Vec<KeyPart>,
+    pub rate: RateSource,
+    pub shadow: bool,
+    pub slots: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RateLimits {
+    pub limits: Vec<Limit>,
+    pub plans: Vec<(String, Quota)>,
+    pub default_plan: Option<String>,
+    /// tenant → (plan override, shadow)
+    pub tenant_overrides: Vec<(String, Option<String>, bool)>,
+    pub headers_on_allowed: bool,
+    pub legacy_headers: bool,
+    pub xff_trusted_hops: u32,
+}
+
+/// A limit a route applies, with its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLimit {
+    pub limit: usize,
+    pub cost: u64,
+}
+
+/// How one limit stood after this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitStatus {
+    pub name: String,
+    pub quota: Quota,
+    pub remaining: u64,
+    pub reset_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitOutcome {
+    pub statuses: Vec<LimitStatus>,
+    /// The enforcing limit that refused, with the wait.
+    pub denied: Option<(String, u64)>,
+    /// Shadow limits that would have refused.
+    pub shadow_denied: Vec<String>,
+    /// Limits skipped because shared data failed (fail open).
+    pub store_errors: u64,
+    pub evictions: u64,
+}
+
+/// What the limiter needs to know about a request.
+pub struct LimitInput<'a> {
+    pub request: &'a RequestHead,
+    pub identity: Option<&'a Identity>,
+    pub route_name: &'a str,
+    pub client_ip: Option<&'a str>,
+}
+
+impl RateLimits {
+    fn plan_quota(&self, identity: Option<&Identity>) -> Option<Quota> {
+        let tenant = identity.and_then(|i| i.tenant.as_deref());
+        let override_plan = tenant.and_then(|t| {
+            self.tenant_overrides
+                .iter()
+                .find(|(name, _, _)| name == t)
+                .and_then(|(_, plan, _)| plan.clone())
+        });
+        let plan = override_plan
+            .or_else(|| identity.and_then(|i| i.plan.clone()))
+            .or_else(|| self.default_plan.clone())?;
+        self.plans.iter().find(|(n, _)| *n == plan).map(|(_, q)| *q)
+    }
+
+    fn tenant_in_shadow(&self, identity: Option<&Identity>) -> bool {
+        let Some(tenant) = identity.and_then(|i| i.tenant.as_deref()) else {
+            return false;
+        };
+        self.tenant_overrides
+            .iter()
+            .any(|(name, _, shadow)| name == tenant && *shadow)
+    }
+
+    /// Applies `route_limits` in order. An enforcing limit that refuses stops the walk
+    /// (limits before it have already taken their tokens).
+    pub fn check(
+        &self,
+        route_limits: &[RouteLimit],
+        input: &LimitInput<'_>,
+        now_ms: u64,
+        store: &dyn SharedData,
+    ) -> LimitOutcome {
+        let mut outcome = LimitOutcome::default();
+        let tenant_shadow = self.tenant_in_shadow(input.identity);
+        for route_limit in route_limits {
+            let Some(limit) = self.limits.get(route_limit.limit) else {
+                continue;
+            };
+            let quota = match &limit.rate {
+                RateSource::Fixed(q) => *q,
+                RateSource::Plan => match self.plan_quota(input.identity) {
+                    Some(q) => q,
+                    None => continue,
+                },
+            };
+            let Some(key) = bucket_key(limit, input) else {
+                continue;
+            };
+            match take(limit, &quota, &key, route_limit.cost, now_ms, store) {
+                Err(StoreUnavailable) => outcome.store_errors += 1,
+                Ok((verdict, evicted)) => {
+                    outcome.evictions += u64::from(evicted);
+                    match verdict {
+                        Verdict::Allow {
+                            remaining,
+                            reset_ms,
+                            ..
+                        } => outcome.statuses.push(LimitStatus {
+                            name: limit.name.clone(),
+                            quota,
+                            remaining,
+                            reset_ms,
+                        }),
+                        Verdict::Deny {
+                            retry_after_ms,
+                            reset_ms,
+                        } => {
+                            outcome.statuses.push(LimitStatus {
+                                name: limit.name.clone(),
+                                quota,
+                                remaining: 0,
+                                reset_ms,
+                            });
+                            if limit.shadow || tenant_shadow {
+                                outcome.shadow_denied.push(limit.name.clone());
+                            } else {
+                                outcome.denied = Some((limit.name.clone(), retry_after_ms));
+                                return outcome;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        outcome
+    }
+}
+
+/// The bucket identity: the limit's key parts, in order, separated by a byte that cannot
+/// appear in header values. `None` when a part is missing.
+fn bucket_key(limit: &Limit, input: &LimitInput<'_>) -> Option<String> {
+    let mut key = String::new();
+    for part in &limit.key {
+        let value: String = match part {
+            KeyPart::Tenant => input.identity?.tenant.clone()?,
+            KeyPart::User => input.identity?.user.clone()?,
+            KeyPart::KeyId => input.identity?.key_id.clone()?,
+            KeyPart::ClientIp => input.client_ip?.to_string(),
+            KeyPart::Route => input.route_name.to_string(),
+            KeyPart::Header(name) => {
+                String::from_utf8_lossy(input.request.header(name)?).into_owned()
+            }
+            KeyPart::Claim(path) => {
+                let claims = &input.identity?.claims;
+                crate::auth::token::claim(claims, path)
+                    .and_then(crate::auth::token::claim_as_header_value)?
+            }
+        };
+        key.push_str(&value);
+        key.push('\u{1f}');
+    }
+    Some(key)
+}
+
+fn fingerprint(text: &str) -> u64 {
+    // SipHash with fixed keys: the same in every VM of this build, which is all that
+    // shares the table.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+fn quota_tag(q: &Quota) -> u64 {
+    // Buckets are in rate-scaled ticks: a changed quota must not reuse old state.
+    fingerprint(&format!("{}/{}/{}", q.rate, q.period_ms, q.burst))
+}
+
+fn decode(value: &[u8]) -> Vec<(u64, u128)> {
+    value
+        .chunks_exact(ENTRY_BYTES)
+        .filter_map(|c| {
+            let fp = u64::from_le_bytes(c.get(..8)?.try_into().ok()?);
+            let tat = u128::from_le_bytes(c.get(8..24)?.try_into().ok()?);
+            Some((fp, tat))
+        })
+        .collect()
+}
+
+fn encode(entries: &[(u64, u128)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    for (fp, tat) in entries {
+        out.extend_from_slice(&fp.to_le_bytes());
+        out.extend_from_slice(&tat.to_le_bytes());
+    }
+    out
+}
+
+/// Read–decide–CAS-write with bounded retries. `Err` when shared data fails (the caller
+/// fails open). Returns whether another key's bucket was evicted.
+fn take(
+    limit: &Limit,
+    quota: &Quota,
+    key: &str,
+    cost: u64,
+    now_ms: u64,
+    store: &dyn SharedData,
+) -> Result<(Verdict, bool), StoreUnavailable> {
+    let fp = fingerprint(key);
+    let slot = fp % u64::from(limit.slots.max(1));
+    let slot_key = format!("tg:rl:{}:{:016x}:{slot}", limit.name, quota_tag(quota));
+    for _ in 0..CAS_ATTEMPTS {
+        let (mut entries, cas) = match store.get(&slot_key)? {
+            Some((value, cas)) => (decode(&value), Some(cas)),
+            None => (Vec::new(), None),
+        };
+        let mut evicted = false;
+        let index = match entries.iter().position(|(f, _)| *f == fp) {
+            Some(i) => i,
+            None => {
+                if let Some(i) = entries
+                    .iter()
+                    .position(|(_, tat)| quota.is_idle(*tat, now_ms))
+                {
+                    entries[i] = (fp, 0);
+                    i
+                } else if entries.len() < WAYS {
+                    entries.push((fp, 0));
+                    entries.len() - 1
+                } else {
+                    let i = entries
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, tat))| *tat)
+                        .map_or(0, |(i, _)| i);
+                    entries[i] = (fp, 0);
+                    evicted = true;
+                    i
+                }
+            }
+        };
+        let tat = entries.get(index).map_or(0, |(_, t)| *t);
+        let verdict = quota.check(tat, now_ms, cost);
+        let Verdict::Allow { new_tat, .. } = verdict else {
+            return Ok((verdict, false));
+        };
+        if let Some(entry) = entries.get_mut(index) {
+            entry.1 = new_tat;
+        }
+        match store.set(&slot_key, &encode(&entries), cas) {
+            Ok(()) => return Ok((verdict, evicted)),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Host) => return Err(StoreUnavailable),
+        }
+    }
+    Err(StoreUnavailable)
+}
+
+/// `RateLimit-Policy` / `RateLimit` (IETF httpapi draft) and, optionally, the legacy
+/// `X-RateLimit-*` fields, for the most constrained limit.
+pub fn headers(outcome: &LimitOutcome, legacy: bool) -> Vec<(String, String)> {
+    let Some(tightest) = outcome.statuses.iter().min_by_key(|s| s.remaining) else {
+        return Vec::new();
+    };
+    let window_s = |s: &LimitStatus| s.quota.period_ms.get().div_ceil(1000);
+    let policy = outcome
+        .statuses
+        .iter()
+        .map(|s| format!("\"{}\";q={};w={}", s.name, s.quota.rate, window_s(s)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let reset_s = tightest.reset_ms.div_ceil(1000);
+    let mut out = vec![
+        ("ratelimit-policy".to_string(), policy),
+        (
+            "ratelimit".to_string(),
+            format!("\"{}\";r={};t={reset_s}", tightest.name, tightest.remaining),
+        ),
+    ];
+    if legacy {
+        out.push((
+            "x-ratelimit-limit".to_string(),
+            tightest.quota.rate.to_string(),
+        ));
+        out.push((
+            "x-ratelimit-remaining".to_string(),
+            tightest.remaining.to_string(),
+        ));
+        out.push(("x-ratelimit-reset".to_string(), reset_s.to_string()));
+    }
+    out
+}
+
+/// The client IP: the peer address, or the entry `hops` from the right of
+/// `x-forwarded-for` when that many trusted proxies stand in front.
+pub fn client_ip(request: &RequestHead, peer: Option<&str>, hops: u32) -> Option<String> {
+    if hops > 0 {
+        let xff = std::str::from_utf8(request.header("x-forwarded-for")?).ok()?;
+        let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
+        let index = entries.len().checked_sub(hops as usize)?;
+        return entries.get(index).map(|s| s.to_string());
+    }
+    let peer = peer?;
+    // Strip the port from `ip:port` and `[v6]:port`.
+    Some(match peer.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.is_empty() => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        _ => peer.to_string(),
+    })
+}
