@@ -1,0 +1,414 @@
+//! The compiled `tollgate_filter.wasm` in host-sim, driven through `replay` with the
+//! virtual clock: routing, identity headers, JWT, rate limits across workers, webhooks
+//! over the body, and refusal of a bad policy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tollgate_sim::config::Bootstrap;
+use tollgate_sim::replay::{ReplayOptions, replay};
+
+const T0_MS: u64 = 1_767_225_600_000;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+fn cargo_build(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .arg("build")
+        .arg("-q")
+        .args(args)
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
+/// Builds the filter for wasm32-wasip1 once per test binary, so the tests never run a
+/// stale module.
+fn filter_wasm() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        cargo_build(&[
+            "-p",
+            "tollgate-filter",
+            "--target",
+            "wasm32-wasip1",
+            "--release",
+        ]);
+        target_dir().join("wasm32-wasip1/release/tollgate_filter.wasm")
+    })
+    .clone()
+}
+
+/// An Envoy bootstrap like `envoy/bootstrap/demo.yaml`, with `policy` inline.
+fn bootstrap(policy: &str) -> String {
+    let indented: String = policy
+        .lines()
+        .map(|l| format!("                    {l}\n"))
+        .collect();
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: tollgate
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10000 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: tollgate
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              request_headers_to_remove: [x-tollgate-cluster]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster_header: x-tollgate-cluster }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: tollgate
+                root_id: tollgate
+                failure_policy: FAIL_CLOSED
+                allow_on_headers_stop_iteration: true
+                vm_config:
+                  vm_id: tollgate
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+{indented}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: origin
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: origin
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18081 }} }} }} }}] }}]
+  - name: origin_eu
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: origin_eu
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18082 }} }} }} }}] }}]
+"#,
+        wasm = filter_wasm().display()
+    )
+}
+
+/// Runs `lines` (contract input) through replay with `workers` VMs; returns output lines.
+fn run(policy: &str, workers: usize, lines: &[Value]) -> Vec<Value> {
+    let bootstrap = Bootstrap::parse(&bootstrap(policy)).unwrap();
+    let mut options = ReplayOptions::default();
+    options.sim.workers = workers;
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    replay(bootstrap, options, input.as_bytes(), &mut out, &mut err).unwrap();
+    let log = String::from_utf8_lossy(&err).into_owned();
+    let out = String::from_utf8(out).unwrap();
+    let parsed: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed.len(), lines.len(), "log:\n{log}");
+    for p in &parsed {
+        assert!(p.get("trap").is_none(), "the filter trapped: {p}\n{log}");
+        assert!(
+            p.get("error").is_none(),
+            "replay refused a line: {p}\n{log}"
+        );
+    }
+    parsed
+}
+
+fn header<'a>(headers: &'a Value, name: &str) -> Option<&'a str> {
+    headers
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == name)
+        .and_then(|h| h[1].as_str())
+}
+
+fn line(time_ms: u64, worker: usize, method: &str, path: &str, headers: Value) -> Value {
+    json!({"time_ms": time_ms, "worker": worker, "downstream_addr": "203.0.113.7:51234",
+           "request": {"method": method, "path": path, "authority": "api.example.com", "headers": headers}})
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn routes_by_policy_and_strips_spoofed_identity() {
+    let policy = std::fs::read_to_string(root().join("policies/demo.yaml")).unwrap();
+    let out = run(
+        &policy,
+        2,
+        &[
+            line(
+                T0_MS,
+                0,
+                "GET",
+                "/v1/refunds/u1",
+                json!([
+                    ["x-tollgate-user", "admin"],
+                    ["x-tollgate-cluster", "origin_eu"]
+                ]),
+            ),
+            line(
+                T0_MS,
+                1,
+                "GET",
+                "/v1/refunds/u1",
+                json!([["x-country", "EU"]]),
+            ),
+            line(T0_MS, 0, "GET", "/admin", json!([])),
+        ],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    assert_eq!(out[0]["upstream_cluster"], "origin");
+    let seen = &out[0]["upstream_request"]["headers"];
+    assert_eq!(header(seen, "x-tollgate-user"), None);
+    assert_eq!(
+        header(seen, "x-tollgate-cluster"),
+        None,
+        "the routing header must not reach the origin"
+    );
+    assert_eq!(header(seen, "x-tollgate-route"), Some("api"));
+    let id = header(seen, "x-tollgate-request-id").unwrap();
+    assert_eq!(
+        header(&out[0]["headers"], "x-tollgate-request-id"),
+        Some(id)
+    );
+    assert_eq!(out[1]["upstream_cluster"], "origin_eu");
+    assert_eq!(out[2]["status"], 404);
+    assert_eq!(out[2]["local_reply"], true);
+    assert_eq!(out[2]["upstream_called"], false);
+}
+
+#[test]
+fn free_tenant_gets_exactly_60_per_minute_across_workers() {
+    let key = "sk_free_tenant";
+    let digest = hex(&Sha256::digest(key.as_bytes()));
+    let policy = format!(
+        r#"version: 1
+auth:
+  api_keys:
+    keys: [{{ id: k1, sha256: "{digest}", tenant: t-free, plan: free }}]
+rate_limits:
+  plans: {{ free: {{ rate: 60, per: 1m }} }}
+  limits: [{{ name: plan, key: [tenant], plan: true }}]
+routes:
+  - {{ name: api, cluster: origin, auth: {{ accept: [api_key] }}, limits: [plan] }}
+"#
+    );
+    // 61 requests within one second, spread over 3 workers; then at +999 ms and +1 s.
+    let mut lines: Vec<Value> = (0..61)
+        .map(|i| {
+            line(
+                T0_MS + i,
+                i as usize % 3,
+                "GET",
+                "/v1/x",
+                json!([["x-api-key", key]]),
+            )
+        })
+        .collect();
+    lines.push(line(
+        T0_MS + 999,
+        1,
+        "GET",
+        "/v1/x",
+        json!([["x-api-key", key]]),
+    ));
+    lines.push(line(
+        T0_MS + 1_000,
+        2,
+        "GET",
+        "/v1/x",
+        json!([["x-api-key", key]]),
+    ));
+    let out = run(&policy, 3, &lines);
+    let allowed = out[..61].iter().filter(|o| o["status"] == 200).count();
+    assert_eq!(allowed, 60);
+    assert_eq!(out[60]["status"], 429);
+    assert_eq!(header(&out[60]["headers"], "retry-after"), Some("1"));
+    assert_eq!(out[61]["status"], 429, "no refill before a full second");
+    assert_eq!(out[62]["status"], 200, "one token back after one second");
+    assert_eq!(
+        header(&out[0]["upstream_request"]["headers"], "x-tollgate-tenant"),
+        Some("t-free")
+    );
+    assert_eq!(
+        header(&out[0]["upstream_request"]["headers"], "x-api-key"),
+        None,
+        "the key never reaches the origin"
+    );
+}
+
+#[test]
+fn jwt_vectors_hold_in_wasm() {
+    let vectors: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("filter/engine/tests/vectors/jwt.json")).unwrap(),
+    )
+    .unwrap();
+    let now_ms = vectors["now"].as_u64().unwrap() * 1000;
+    let policy = format!(
+        r#"version: 1
+auth:
+  jwt_providers:
+    - name: taxpayers
+      issuer: https://auth.tax.example
+      audiences: [refund-portal]
+      algorithms: [ES256, RS256, EdDSA]
+      max_age_seconds: 7200
+      required_claims: [sub, country]
+      jwks: {{ inline: {} }}
+      claims_to_headers: [{{ claim: country, header: x-tollgate-country }}]
+routes:
+  - {{ name: refunds, cluster: origin, auth: {{ accept: [taxpayers], bind_path: "/v1/refunds/{{sub}}" }} }}
+"#,
+        vectors["issuers"]["taxpayers"]["jwks"]
+    );
+    // The taxpayer-issuer cases (ES256, RS256, EdDSA and the `none` family).
+    let cases: Vec<&Value> = vectors["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["token"]
+                .as_str()
+                .is_some_and(|t| t.len() < 4096 || c["expect"] != "ok")
+                && (c["payload"]["iss"] == "https://auth.tax.example"
+                    || c["name"].as_str().unwrap().contains("none"))
+        })
+        .collect();
+    assert!(cases.len() >= 15, "{}", cases.len());
+    let lines: Vec<Value> = cases
+        .iter()
+        .map(|c| {
+            let bearer = format!("Bearer {}", c["token"].as_str().unwrap());
+            line(
+                now_ms,
+                0,
+                "GET",
+                "/v1/refunds/u1",
+                json!([["authorization", bearer]]),
+            )
+        })
+        .collect();
+    let out = run(&policy, 1, &lines);
+    for (case, o) in cases.iter().zip(&out) {
+        let ok = case["expect"] == "ok";
+        assert_eq!(o["status"] == 200, ok, "{}: {o}", case["name"]);
+        let seen = &o["upstream_request"]["headers"];
+        if ok {
+            assert_eq!(header(seen, "x-tollgate-user"), Some("u1"));
+            assert_eq!(header(seen, "x-tollgate-country"), Some("IN"));
+        } else {
+            assert_eq!(o["status"], 401, "{}", case["name"]);
+            let challenge = header(&o["headers"], "www-authenticate").unwrap();
+            assert!(challenge.contains("invalid_token"), "{challenge}");
+        }
+    }
+}
+
+#[test]
+fn webhook_signature_is_checked_over_the_body() {
+    let secret = "whsec_replay_0123456789abcdef";
+    let policy = format!(
+        "version: 1\nroutes:\n  - {{ name: hooks, cluster: origin, webhook: {{ scheme: stripe, signature_header: sig, secrets: [\"{secret}\"] }} }}\n"
+    );
+    let body = r#"{"event":"paid"}"#;
+    let t = T0_MS / 1000;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let sig = hex(&mac.finalize().into_bytes());
+    let signed = |b: &str, time| {
+        let mut l = line(
+            time,
+            0,
+            "POST",
+            "/hooks",
+            json!([["sig", format!("t={t},v1={sig}")]]),
+        );
+        l["request"]["body"] = json!(b);
+        l
+    };
+    let mut chunked = line(
+        T0_MS,
+        0,
+        "POST",
+        "/hooks",
+        json!([["sig", format!("t={t},v1={sig}")]]),
+    );
+    chunked["request"]["body_chunks"] = json!([&body[..5], &body[5..]]);
+    let out = run(
+        &policy,
+        1,
+        &[
+            signed(body, T0_MS),
+            signed(r#"{"event":"refunded"}"#, T0_MS),
+            signed(body, T0_MS + 301_000),
+            chunked,
+        ],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    assert_eq!(out[0]["upstream_request"]["body"], body);
+    assert_eq!(out[1]["status"], 401);
+    assert_eq!(out[1]["upstream_called"], false);
+    assert_eq!(out[2]["status"], 401, "a capture replayed after 5 minutes");
+    assert_eq!(
+        out[3]["status"], 200,
+        "a body in several chunks: {}",
+        out[3]
+    );
+    assert_eq!(out[3]["upstream_request"]["body"], body);
+}
+
+#[test]
+fn check_refuses_a_bad_policy_naming_the_field() {
+    let bad = std::fs::read_to_string(root().join("policies/invalid/many-errors.yaml")).unwrap();
+    let path = std::env::temp_dir().join(format!("tollgate-bad-{}.yaml", std::process::id()));
+    std::fs::write(&path, bootstrap(&bad)).unwrap();
+    cargo_build(&["-p", "tollgate-sim"]);
+    let sim = target_dir().join("debug/tollgate-sim");
+    let output = Command::new(sim)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("policy error: routes[0].match.methods[0]"),
+        "{text}"
+    );
+    assert!(text.contains("policy error: routes[1].cluster"), "{text}");
+}
