@@ -15,6 +15,9 @@ rustup component add clippy rustfmt >/dev/null
 step "Envoy 1.40 (skipped when present)"
 scripts/install-envoy.sh
 
+step "Redis server for the sidecar's shared-store tests (skipped when present)"
+scripts/install-redis.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
