@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the demo: Tollgate (the compiled .wasm) in host-sim's gateway, with the demo
-# policy (policies/demo.yaml, embedded in envoy/bootstrap/demo.yaml) and two demo
-# origins. Ctrl-C stops everything. Real Envoy instead: scripts/demo.sh --envoy
+# policy (policies/demo.yaml, embedded in envoy/bootstrap/demo.yaml), two demo
+# origins and the sidecar. Ctrl-C stops everything. Real Envoy instead: scripts/demo.sh --envoy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 use_envoy=0
@@ -12,7 +12,7 @@ echo "building the filter (.wasm), host-sim and the demo origin..."
 cargo build -q --release -p tollgate-filter --target wasm32-wasip1
 # Host tools in the dev profile: dependencies are optimised anyway (Cargo.toml), and a
 # release build of wasmtime with LTO takes many minutes.
-cargo build -q -p tollgate-sim -p tollgate-examples
+cargo build -q -p tollgate-sim -p tollgate-examples -p tollgate-sidecar
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -21,6 +21,9 @@ trap cleanup EXIT INT TERM
 target/debug/demo-origin --listen 127.0.0.1:8081 --name origin >/dev/null &
 pids+=($!)
 target/debug/demo-origin --listen 127.0.0.1:8082 --name origin_eu >/dev/null &
+pids+=($!)
+# The sidecar (embedded store under .tollgate/): fleet counters, usage, plan overrides.
+target/debug/tollgate-sidecar --listen 127.0.0.1:9090 --data .tollgate/sidecar >/dev/null &
 pids+=($!)
 
 if [ "$use_envoy" = 1 ]; then
@@ -44,6 +47,7 @@ Try:
   curl -s -H 'x-country: EU' http://127.0.0.1:10000/v1/refunds/u1    # -> origin_eu
   curl -s -H 'x-tollgate-tenant: evil' http://127.0.0.1:10000/v1/x   # spoofed header never reaches the origin
   curl -si http://127.0.0.1:10000/admin                              # -> 404 JSON from the edge
+  curl -s http://127.0.0.1:9090/healthz                              # the sidecar
 Ctrl-C to stop.
 MSG
 wait
