@@ -142,6 +142,10 @@ pub struct EnvoyConfig {
     pub clusters: Vec<(String, u16)>,
     pub failure_policy: FailurePolicy,
     pub route_mode: RouteMode,
+    /// Envoy's `--concurrency` (worker threads, one VM each). Default 2.
+    pub concurrency: u32,
+    /// `PluginConfig.allow_on_headers_stop_iteration`. Default true.
+    pub allow_on_headers_stop_iteration: bool,
 }
 
 impl EnvoyConfig {
@@ -154,7 +158,35 @@ impl EnvoyConfig {
             clusters: Vec::new(),
             failure_policy: FailurePolicy::FailClosed,
             route_mode: RouteMode::ClusterHeader,
+            concurrency: 2,
+            allow_on_headers_stop_iteration: true,
         })
+    }
+
+    /// A config for another module (e.g. the host-sim probe) with `plugin_config`.
+    pub fn with_wasm(label: &str, wasm: PathBuf, plugin_config: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            wasm,
+            policy: plugin_config.to_owned(),
+            clusters: Vec::new(),
+            failure_policy: FailurePolicy::FailClosed,
+            route_mode: RouteMode::ClusterHeader,
+            concurrency: 2,
+            allow_on_headers_stop_iteration: true,
+        }
+    }
+
+    /// Runs `n` worker threads.
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Sets `allow_on_headers_stop_iteration`.
+    pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> Self {
+        self.allow_on_headers_stop_iteration = allow;
+        self
     }
 
     /// Uses `mode` for the route table.
@@ -195,6 +227,14 @@ impl EnvoyConfig {
             .replace("{{ADMIN_PORT}}", &admin_port.to_string())
             .replace("{{LISTEN_PORT}}", &listen_port.to_string())
             .replace("{{FAILURE_POLICY}}", failure_policy)
+            .replace(
+                "{{ALLOW_ON_HEADERS_STOP_ITERATION}}",
+                if self.allow_on_headers_stop_iteration {
+                    "true"
+                } else {
+                    "false"
+                },
+            )
             .replace(
                 "{{WASM_PATH}}",
                 &serde_json::to_string(&self.wasm.to_string_lossy())?,
@@ -293,13 +333,20 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn spawn_envoy(config_path: &Path, log_path: &Path, base_id: u16) -> anyhow::Result<KillOnDrop> {
+fn spawn_envoy(
+    config_path: &Path,
+    log_path: &Path,
+    base_id: u16,
+    concurrency: u32,
+) -> anyhow::Result<KillOnDrop> {
     let envoy = envoy_binary()?;
     let log = File::create(log_path).with_context(|| format!("create {}", log_path.display()))?;
     let child = Command::new(&envoy)
         .arg("-c")
         .arg(config_path)
-        .args(["--concurrency", "2", "-l", "info"])
+        .arg("--concurrency")
+        .arg(concurrency.to_string())
+        .args(["-l", "info"])
         // Access-log lines reach the file within 100 ms instead of Envoy's default 10 s.
         .args(["--file-flush-interval-msec", "100"])
         .arg("--base-id")
@@ -351,7 +398,7 @@ impl Envoy {
             .with_context(|| format!("write {}", config_path.display()))?;
         // The admin port is unique among live Envoys of this machine, so it makes a base id
         // that no concurrent test shares (hot-restart shared memory is keyed by it).
-        let process = spawn_envoy(&config_path, &log_path, admin_port)?;
+        let process = spawn_envoy(&config_path, &log_path, admin_port, config.concurrency)?;
         let mut envoy = Envoy {
             process,
             listen_port,
@@ -399,7 +446,7 @@ impl Envoy {
         let admin_port = free_port()?;
         let (config_path, log_path) = run_files(&config.label, admin_port)?;
         fs::write(&config_path, config.render(listen_port, admin_port)?)?;
-        let mut process = spawn_envoy(&config_path, &log_path, admin_port)?;
+        let mut process = spawn_envoy(&config_path, &log_path, admin_port, config.concurrency)?;
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = process.0.try_wait()? {
@@ -635,6 +682,8 @@ mod tests {
             clusters: vec![("origin".into(), 8081), ("origin_eu".into(), 8082)],
             failure_policy: FailurePolicy::FailClosed,
             route_mode: RouteMode::ClusterHeader,
+            concurrency: 2,
+            allow_on_headers_stop_iteration: true,
         }
     }
 

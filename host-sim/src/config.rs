@@ -392,8 +392,10 @@ fn parse_listener(v: &Value, path: &str) -> Result<Listener> {
     hcm.expect_type(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     )?;
-    // Understood, no effect in host-sim (HTTP/1.1 only; addresses come from replay/serve).
+    // Understood, no effect in host-sim (HTTP/1.1 only; addresses come from replay/serve;
+    // access logs are Envoy's own output, invisible to the filter).
     hcm.accept(&[
+        "access_log",
         "stat_prefix",
         "codec_type",
         "use_remote_address",

@@ -74,21 +74,28 @@ pub fn send(
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(remaining(start)?);
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\n").into_bytes();
+    // Like Envoy's upstream codec, a `content-length` in the (filtered) headers frames the
+    // request as it says, even when a filter changed the body's length without fixing it: the
+    // origin then reads that many bytes (differential suite: `buffer edits`).
+    let mut has_length = false;
     for (k, v) in headers {
         let lk = k.to_ascii_lowercase();
-        if lk == b"host"
-            || lk == b"content-length"
-            || lk == b"connection"
-            || lk == b"transfer-encoding"
-        {
+        if lk == b"host" || lk == b"connection" || lk == b"transfer-encoding" {
             continue;
+        }
+        if lk == b"content-length" {
+            if has_length {
+                continue;
+            }
+            has_length = true;
         }
         req.extend_from_slice(k);
         req.extend_from_slice(b": ");
         req.extend_from_slice(v);
         req.extend_from_slice(b"\r\n");
     }
-    if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+    if !has_length && (!body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS"))
+    {
         req.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
     }
     req.extend_from_slice(b"connection: close\r\n\r\n");

@@ -78,7 +78,18 @@ async fn handle(
     let headers = parts
         .headers
         .iter()
-        .filter(|(k, _)| *k != hyper::header::HOST)
+        // Envoy's HTTP/1 codec and HCM strip hop-by-hop headers before any filter runs.
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "host"
+                    | "connection"
+                    | "keep-alive"
+                    | "proxy-connection"
+                    | "transfer-encoding"
+                    | "upgrade"
+            )
+        })
         .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
     let sreq = SimRequest {
@@ -90,10 +101,11 @@ async fn handle(
         authority,
         scheme: "http".into(),
         headers,
+        // As Envoy's HTTP/1 codec: the data (eos=false), then an empty end-of-stream chunk.
         body_chunks: if body.is_empty() {
             Vec::new()
         } else {
-            vec![body.to_vec()]
+            vec![body.to_vec(), Vec::new()]
         },
         trailers: Vec::new(),
     };

@@ -246,17 +246,25 @@ fn synthesized(status: u16, body: &str) -> CallResponse {
     }
 }
 
-/// Headers Envoy puts on a local reply: `:status`, then content-length/-type when there is a body.
+/// Headers Envoy puts on a local reply: `:status`, the filter's headers, then content-length/-type
+/// when there is a body (order observed in Envoy 1.40, differential suite `local reply ...`).
 fn local_reply_headers(status: u32, body: &[u8], extra: &Pairs) -> Pairs {
     let mut h = vec![(b":status".to_vec(), status.to_string().into_bytes())];
+    h.extend(extra.iter().cloned());
     if !body.is_empty() {
         h.push((
             b"content-length".to_vec(),
             body.len().to_string().into_bytes(),
         ));
-        h.push((b"content-type".to_vec(), b"text/plain".to_vec()));
+        // Envoy sets text/plain only when the filter gave no content-type (observed:
+        // a JSON local reply reaches the client with its own content-type alone).
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+        {
+            h.push((b"content-type".to_vec(), b"text/plain".to_vec()));
+        }
     }
-    h.extend(extra.iter().cloned());
     h
 }
 

@@ -203,6 +203,16 @@ fn routes_by_policy_and_strips_spoofed_identity() {
     );
     assert_eq!(out[1]["upstream_cluster"], "origin_eu");
     assert_eq!(out[2]["status"], 404);
+    let content_types: Vec<&Value> = out[2]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == "content-type")
+        .collect();
+    assert_eq!(
+        content_types,
+        [&json!(["content-type", "application/json"])]
+    );
     assert_eq!(out[2]["local_reply"], true);
     assert_eq!(out[2]["upstream_called"], false);
 }

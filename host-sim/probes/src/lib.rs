@@ -39,6 +39,12 @@ fn show(b: Option<&[u8]>) -> String {
     }
 }
 
+fn header_names(map: MapType) -> String {
+    hc::get_map_bytes(map)
+        .map(|m| m.into_iter().map(|(k, _)| k).collect::<Vec<_>>().join(","))
+        .unwrap_or_else(|e| format!("Err({e:?})"))
+}
+
 fn prop(path: &str) -> String {
     let parts: Vec<&str> = path.split('.').collect();
     match hc::get_property(parts) {
@@ -138,7 +144,8 @@ impl RootContext for Root {
                 log(&format!("register_queue={id:?}"));
                 self.queue = id.ok();
             }
-            "metrics" => {
+            // `multi` (differential tests): metrics are defined so that a `metrics` request works.
+            "metrics" | "multi" => {
                 for (t, n) in [
                     (MetricType::Counter, "c"),
                     (MetricType::Gauge, "g"),
@@ -244,6 +251,7 @@ impl RootContext for Root {
     fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
             id,
+            multi: false,
             scenario: self.scenario.clone(),
             arg: self.arg.clone(),
             metrics: self.metrics.clone(),
@@ -257,6 +265,8 @@ impl RootContext for Root {
 
 struct Http {
     id: u32,
+    /// `multi` mode (the scenario came from the request): also log header names.
+    multi: bool,
     scenario: String,
     arg: String,
     metrics: Vec<u32>,
@@ -301,6 +311,12 @@ impl Context for Http {
             show(status.as_deref().map(str::as_bytes)),
             show(body.as_deref())
         ));
+        if self.multi && nh > 0 {
+            log(&format!(
+                "call_resp_names={}",
+                header_names(MapType::HttpCallResponseHeaders)
+            ));
+        }
         if self.is("callout") {
             let before = raw::replace_header(
                 MapType::HttpRequestHeaders as u32,
@@ -318,6 +334,18 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
+        // `multi`: each request picks its scenario with `x-probe-scenario: <name> [arg]`, so one
+        // host (one Envoy) serves a whole group of scenarios.
+        if self.is("multi") {
+            self.multi = true;
+            let picked = hc::get_map_value(MapType::HttpRequestHeaders, "x-probe-scenario")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "noop".into());
+            let mut it = picked.splitn(2, ' ');
+            self.scenario = it.next().unwrap_or("").to_string();
+            self.arg = it.next().unwrap_or("").to_string();
+        }
         log(&format!(
             "on_request_headers ctx={} n={n} eos={eos}",
             self.id
@@ -351,8 +379,13 @@ impl HttpContext for Http {
                 return Action::Continue;
             }
             "callout" => {
+                // The callout cluster is `sidecar` unless the request names one.
+                let cluster = hc::get_map_value(MapType::HttpRequestHeaders, "x-probe-cluster")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "sidecar".into());
                 let token = hc::dispatch_http_call(
-                    "sidecar",
+                    &cluster,
                     vec![
                         (":method", "GET"),
                         (":path", "/check"),
@@ -391,6 +424,10 @@ impl HttpContext for Http {
                     get("x-dup").map(|v| v.map(|b| show(Some(&b))))
                 ));
                 log(&format!(
+                    "get x-bin={:?}",
+                    get("x-bin").map(|v| v.map(|b| show(Some(&b))))
+                ));
+                log(&format!(
                     "get missing={:?}",
                     get("x-missing").map(|v| v.map(|_| ()))
                 ));
@@ -422,6 +459,31 @@ impl HttpContext for Http {
                     "bad_map_status={}",
                     raw::get_header_status(9, "x")
                 ));
+            }
+            "counter" => {
+                // Shared-data contention: a CAS-increment of `n` that retries on a mismatch.
+                let mut retries = 0u32;
+                loop {
+                    let (v, cas) = hc::get_shared_data("n").unwrap_or((None, None));
+                    let cur: u64 = v
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    let next = (cur + 1).to_string();
+                    match hc::set_shared_data("n", Some(next.as_bytes()), cas) {
+                        Ok(()) => {
+                            log(&format!("counter={next}"));
+                            break;
+                        }
+                        Err(proxy_wasm::types::Status::CasMismatch) if retries < 1000 => {
+                            retries += 1;
+                        }
+                        Err(e) => {
+                            log(&format!("counter_err={e:?}"));
+                            break;
+                        }
+                    }
+                }
             }
             "shared" => {
                 log(&format!("get0={:?}", hc::get_shared_data("k")));
@@ -550,6 +612,11 @@ impl HttpContext for Http {
         if self.is("pause_body") && !eos {
             return Action::Pause;
         }
+        if self.is("local_reply_body") && eos {
+            let r = hc::send_http_response(413, vec![("x-reason", "body")], Some(b"too big"));
+            log(&format!("send_http_response={r:?}"));
+            return Action::Pause;
+        }
         if self.is("buffers") && eos {
             let t = BufferType::HttpRequestBody as u32;
             log(&format!(
@@ -590,6 +657,12 @@ impl HttpContext for Http {
             st.unwrap_or_default()
         ));
         self.log_props("resp");
+        if self.multi {
+            log(&format!(
+                "resp_names={}",
+                header_names(MapType::HttpResponseHeaders)
+            ));
+        }
         if self.is("panic_resp") {
             let v: Vec<u8> = Vec::new();
             log(&format!("never {}", v[std::hint::black_box(5usize)]));

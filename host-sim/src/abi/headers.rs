@@ -197,21 +197,11 @@ pub fn add(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
             restrict(&c, "proxy_replace_header_map_value")?;
             let key = lower(read(&mut c, kp, kl)?);
             let value = read(&mut c, vp, vl)?;
+            // Envoy's `HeaderMap::setCopy`: remove every entry of the key, then add it anew, so
+            // a replaced header moves to the end (differential suite: `header maps`).
             Ok(with_writable(&mut c, map_type, |m| {
-                match m.iter().position(|(k, _)| *k == key) {
-                    Some(first) => {
-                        m[first].1 = value;
-                        let mut i = first + 1;
-                        while i < m.len() {
-                            if m[i].0 == key {
-                                m.remove(i);
-                            } else {
-                                i += 1;
-                            }
-                        }
-                    }
-                    None => m.push((key, value)),
-                }
+                m.retain(|(k, _)| *k != key);
+                insert_header(m, key, value);
             }))
         },
     )?;
@@ -233,9 +223,22 @@ pub fn add(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
             restrict(&c, "proxy_add_header_map_value")?;
             let key = lower(read(&mut c, kp, kl)?);
             let value = read(&mut c, vp, vl)?;
-            Ok(with_writable(&mut c, map_type, |m| m.push((key, value))))
+            Ok(with_writable(&mut c, map_type, |m| {
+                insert_header(m, key, value)
+            }))
         },
     )?;
     let _ = write_u32;
     Ok(())
+}
+
+/// Adds an entry the way Envoy's header map does: pseudo-headers (`:name`) stay in front of the
+/// regular ones, everything else goes to the end.
+fn insert_header(m: &mut Vec<(Vec<u8>, Vec<u8>)>, key: Vec<u8>, value: Vec<u8>) {
+    if key.starts_with(b":") {
+        let at = m.iter().take_while(|(k, _)| k.starts_with(b":")).count();
+        m.insert(at, (key, value));
+    } else {
+        m.push((key, value));
+    }
 }

@@ -40,7 +40,7 @@ pub fn add(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
             restrict(&c, "proxy_increment_metric")?;
             let st = c.data();
             let Some((kind, name)) = st.metrics.get(&(id as u32)) else {
-                return Ok(Status::NotFound.code());
+                return Ok(unknown_id(id).code());
             };
             Ok(match kind {
                 MetricKind::Counter if delta > 0 => {
@@ -87,7 +87,7 @@ pub fn add(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
             restrict(&c, "proxy_get_metric")?;
             let st = c.data();
             let Some((kind, name)) = st.metrics.get(&(id as u32)) else {
-                return Ok(Status::NotFound.code());
+                return Ok(unknown_id(id).code());
             };
             if *kind == MetricKind::Histogram {
                 return Ok(Status::BadArgument.code());
@@ -98,4 +98,14 @@ pub fn add(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// Envoy's answer to `get`/`increment` of an id it does not know: it dispatches on the type bits
+/// first, so only a counter or gauge id is NotFound; histogram ids and type 3 are BadArgument
+/// (differential suite: `get_metric(999)` → BadArgument in Envoy 1.40).
+fn unknown_id(id: i32) -> Status {
+    match id & 3 {
+        0 | 1 => Status::NotFound,
+        _ => Status::BadArgument,
+    }
 }

@@ -144,14 +144,22 @@ pub fn lookup(st: &mut HostState, path: &[String]) -> Result<Option<Value>, Stat
             }
         }
         _ => {
+            let req_headers_visible = !matches!(
+                super::headers::access(st, super::types::MAP_REQUEST_HEADERS),
+                super::headers::Access::Unavailable(_)
+            );
             // Everything else needs a stream.
             let Some(s) = st.stream_ctx() else {
                 return Ok(None);
             };
             let info = &s.info;
             let second = rest.first().map(String::as_str);
-            // After continue_stream the request maps are gone (observed in callout responses).
-            let req_gone = s.continue_request && cb == Callback::HttpCallResponse;
+            // After continue_stream the request maps are gone (observed in callout responses),
+            // and so is everything derived from the request headers once Envoy dropped its
+            // pointer to them (headers continued: body and response callbacks; differential
+            // suite `properties`); `on_log` sees them again.
+            let req_gone =
+                (s.continue_request && cb == Callback::HttpCallResponse) || !req_headers_visible;
             let v = match (first.as_str(), second) {
                 ("source", Some("address")) => Some(Value::str(&info.downstream_addr)),
                 ("source", Some("port")) => port_of(&info.downstream_addr).map(Value::Int),
@@ -160,7 +168,13 @@ pub fn lookup(st: &mut HostState, path: &[String]) -> Result<Option<Value>, Stat
                 ("connection", Some("mtls")) => Some(Value::Bool(false)),
                 ("connection", Some("id")) => Some(Value::Uint(info.connection_id)),
                 ("connection_id", None) => Some(Value::Uint(info.connection_id)),
-                ("request", _) if req_gone => None,
+                (
+                    "request",
+                    Some(
+                        "path" | "url_path" | "query" | "host" | "scheme" | "method" | "headers"
+                        | "id" | "useragent" | "referer",
+                    ),
+                ) if req_gone => None,
                 ("request", Some("path")) => header(s, ":path").map(|v| Value::Bytes(v.to_vec())),
                 ("request", Some("url_path")) => header(s, ":path")
                     .map(|p| Value::Bytes(p.split(|b| *b == b'?').next().unwrap_or(p).to_vec())),

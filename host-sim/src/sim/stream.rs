@@ -122,6 +122,17 @@ impl Run<'_> {
             start_time_ns: self.sim.now_ns(),
             protocol: "HTTP/1.1".into(),
             request_size,
+            // Envoy's HCM resolves the route on the original headers before the filter chain
+            // runs and records the upstream cluster (`xds.cluster_name` reads it in
+            // `on_request_headers`); the filter's header changes re-route later (`forward`).
+            cluster_name: match crate::routing::route(&self.sim.listener.route_config, &headers) {
+                crate::routing::RouteDecision::Cluster { cluster, .. }
+                    if self.sim.bootstrap.cluster(&cluster).is_some() =>
+                {
+                    Some(cluster)
+                }
+                _ => None,
+            },
             ..Default::default()
         };
         let body_total: Vec<u8> = req.body_chunks.concat();
@@ -171,10 +182,14 @@ impl Run<'_> {
                 Vec::new()
             }
         } else {
+            // Empty chunks carry nothing, except a final one after data: Envoy's HTTP/1 codec
+            // delivers a body as data (eos=false) and then an empty end-of-stream chunk.
+            let n = req.body_chunks.len();
             req.body_chunks
                 .iter()
-                .filter(|c| !c.is_empty())
-                .cloned()
+                .enumerate()
+                .filter(|(i, c)| !c.is_empty() || (i + 1 == n && has_body && !has_trailers))
+                .map(|(_, c)| c.clone())
                 .collect()
         };
         let mut forwarded = Vec::new();

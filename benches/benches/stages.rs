@@ -1,0 +1,140 @@
+//! Engine stages natively, on a fake clock: JWT verification per algorithm (first seen
+//! and cached), one rate-limit decision, API-key lookup.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::Value;
+use tollgate_engine::{Decision, Engine, MemorySharedData, Policy, RequestHead};
+
+const VECTORS: &str = include_str!("../../filter/engine/tests/vectors/jwt.json");
+
+fn jwt_policy(vectors: &Value) -> String {
+    let jwks = |name: &str| vectors["issuers"][name]["jwks"].to_string();
+    format!(
+        r#"
+version: 1
+auth:
+  jwt_providers:
+    - {{ name: taxpayers, issuer: "https://auth.tax.example", audiences: [refund-portal], algorithms: [ES256, RS256, EdDSA], jwks: {{ inline: {} }} }}
+    - {{ name: partners, issuer: "https://partners.example", algorithms: [HS256], jwks: {{ inline: {} }} }}
+routes:
+  - {{ name: api, cluster: origin, auth: {{ accept: [taxpayers, partners] }} }}
+"#,
+        jwks("taxpayers"),
+        jwks("partners")
+    )
+}
+
+fn request(token: &str) -> RequestHead {
+    RequestHead::from_pairs([
+        (":method", "GET".to_string()),
+        (":path", "/v1/refunds/u1".to_string()),
+        ("authorization", format!("Bearer {token}")),
+    ])
+}
+
+fn jwt(c: &mut Criterion) {
+    let vectors: Value = serde_json::from_str(VECTORS).unwrap();
+    let now_ms = vectors["now"].as_u64().unwrap() * 1000;
+    let policy = jwt_policy(&vectors);
+    let store = MemorySharedData::default();
+    let mut group = c.benchmark_group("jwt");
+    group.throughput(Throughput::Elements(1));
+    for (label, case) in [
+        ("ES256", "valid ES256"),
+        ("RS256", "valid RS256"),
+        ("EdDSA", "valid EdDSA"),
+        ("HS256", "valid HS256 partner"),
+    ] {
+        let token = vectors["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == case)
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        group.bench_function(format!("first_seen/{label}"), |b| {
+            b.iter_batched(
+                || {
+                    (
+                        Engine::new(Policy::load(&policy).unwrap(), 1),
+                        request(&token),
+                    )
+                },
+                |(engine, req)| {
+                    let d = engine.on_request_headers(req, now_ms, &store);
+                    assert!(matches!(d, Decision::Forward(_)));
+                    d
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        let engine = Engine::new(Policy::load(&policy).unwrap(), 1);
+        engine.on_request_headers(request(&token), now_ms, &store);
+        group.bench_function(format!("cached/{label}"), |b| {
+            b.iter_batched(
+                || request(&token),
+                |req| black_box(engine.on_request_headers(req, now_ms, &store)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    let forged = format!("{}x", vectors["cases"][0]["token"].as_str().unwrap());
+    let engine = Engine::new(Policy::load(&policy).unwrap(), 1);
+    group.bench_function("forged/ES256", |b| {
+        b.iter_batched(
+            || request(&forged),
+            |req| black_box(engine.on_request_headers(req, now_ms, &store)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn limits(c: &mut Criterion) {
+    let policy = r#"
+version: 1
+rate_limits:
+  limits: [{ name: per-ip, key: [client_ip], rate: 1000000000, per: 1s }]
+routes:
+  - { name: api, cluster: origin, limits: [per-ip] }
+"#;
+    let engine = Engine::new(Policy::load(policy).unwrap(), 1);
+    let store = MemorySharedData::default();
+    let mut group = c.benchmark_group("limits");
+    group.throughput(Throughput::Elements(1));
+    let baseline_engine = Engine::new(
+        Policy::load("version: 1\nroutes: [{name: api, cluster: origin}]").unwrap(),
+        1,
+    );
+    let head = || {
+        RequestHead::from_pairs([(":method", "GET"), (":path", "/x")])
+            .with_peer(Some("203.0.113.9:443".to_string()))
+    };
+    group.bench_function("request_without_limit", |b| {
+        b.iter_batched(
+            head,
+            |r| black_box(baseline_engine.on_request_headers(r, 1_000, &store)),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut now = 1_000u64;
+    group.bench_function("request_with_one_limit", |b| {
+        b.iter_batched(
+            head,
+            |r| {
+                now += 1;
+                black_box(engine.on_request_headers(r, now, &store))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, jwt, limits);
+criterion_main!(benches);
