@@ -399,23 +399,18 @@ fn webhook_signature_is_checked_over_the_body() {
 
 #[test]
 fn check_refuses_a_bad_policy_naming_the_field() {
+    // In-process `tollgate-sim check`: the same verdict Envoy gives at start-up.
     let bad = std::fs::read_to_string(root().join("policies/invalid/many-errors.yaml")).unwrap();
-    let path = std::env::temp_dir().join(format!("tollgate-bad-{}.yaml", std::process::id()));
-    std::fs::write(&path, bootstrap(&bad)).unwrap();
-    cargo_build(&["-p", "tollgate-sim"]);
-    let sim = target_dir().join("debug/tollgate-sim");
-    let output = Command::new(sim)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).ok();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let report = tollgate_sim::check::check(
+        Bootstrap::parse(&bootstrap(&bad)).unwrap(),
+        tollgate_sim::SimOptions::default(),
     );
-    assert!(!output.status.success(), "{text}");
+    let text: String = report
+        .logs
+        .iter()
+        .map(|l| format!("{}\n", l.message))
+        .collect();
+    assert!(!report.accepted, "{text}");
     assert!(
         text.contains("policy error: routes[0].match.methods[0]"),
         "{text}"
