@@ -53,3 +53,16 @@ pub const KEY_ID: &str = "x-tollgate-key-id";
 pub const AUTH_METHOD: &str = "x-tollgate-auth";
 /// Names of shadow-mode limits this request would have exceeded.
 pub const SHADOW_LIMITED: &str = "x-tollgate-shadow-limited";
+
+/// Every header Tollgate sets itself; policy-defined headers may not reuse these names.
+pub const RESERVED: [&str; 9] = [
+    CLUSTER,
+    ROUTE,
+    REQUEST_ID,
+    TENANT,
+    USER,
+    PLAN,
+    KEY_ID,
+    AUTH_METHOD,
+    SHADOW_LIMITED,
+];

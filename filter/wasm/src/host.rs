@@ -61,10 +61,13 @@ pub fn send_reply(status: u16, headers: &[(String, String)], body: &[u8]) -> Res
 
 /// Host time in Unix milliseconds (Envoy's wall clock; host-sim's virtual clock).
 pub fn now_ms() -> u64 {
+    since_epoch().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn since_epoch() -> Option<std::time::Duration> {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Entropy for request ids: the host's random source, else the clock.
@@ -73,10 +76,7 @@ pub fn entropy() -> u64 {
     if getrandom::fill(&mut bytes).is_ok() {
         return u64::from_le_bytes(bytes);
     }
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64)
+    since_epoch().map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Host metric ids, one per engine counter.

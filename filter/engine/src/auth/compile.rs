@@ -157,18 +157,7 @@ fn compile_provider(p: &JwtProviderDocument, at: &str, errors: &mut Errors) -> O
                 format!("{at}.claims_to_headers[{i}].header"),
                 format!("{:?} must be a header name starting with {IDENTITY_PREFIX} (clients cannot forge those)", c.header),
             );
-        } else if [
-            "x-tollgate-cluster",
-            "x-tollgate-route",
-            "x-tollgate-request-id",
-            "x-tollgate-tenant",
-            "x-tollgate-user",
-            "x-tollgate-plan",
-            "x-tollgate-key-id",
-            "x-tollgate-auth",
-        ]
-        .contains(&header.as_str())
-        {
+        } else if crate::headers::RESERVED.contains(&header.as_str()) {
             errors.push(
                 format!("{at}.claims_to_headers[{i}].header"),
                 format!("{header} is set by Tollgate itself"),
