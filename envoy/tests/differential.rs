@@ -131,6 +131,21 @@ impl SimServer {
             .map(|l| l.message)
             .collect()
     }
+
+    /// Like Envoy, serve runs `on_log`/`on_done`/`on_delete` after the response went out:
+    /// the probe's messages since the last call, waiting (bounded) until `until` has
+    /// appeared `count` times among them.
+    fn messages_until(&self, until: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut messages = self.take_messages();
+        while messages.iter().filter(|m| m.starts_with(until)).count() < count
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            messages.extend(self.take_messages());
+        }
+        messages
+    }
 }
 
 impl Drop for SimServer {
@@ -611,7 +626,7 @@ impl Pair {
         let e = raw_exchange(self.envoy.listen_port(), req, Duration::from_millis(800));
         let e_msgs = self.envoy_new_messages("on_delete ctx=", 1);
         let s = raw_exchange(self.sim.port, req, Duration::from_secs(10));
-        let s_msgs = self.sim.take_messages();
+        let s_msgs = self.sim.messages_until("on_delete ctx=", 1);
         let dispatch = |m: &[String]| {
             m.iter()
                 .find(|l| l.starts_with("dispatch="))
@@ -644,7 +659,7 @@ impl Pair {
         let _ = Self::send_to(&self.envoy.url(req.path), &req);
         let e_msgs = self.envoy_new_messages("on_delete ctx=", 1);
         let _ = Self::send_to(&self.sim.url(req.path), &req);
-        let s_msgs = self.sim.take_messages();
+        let s_msgs = self.sim.messages_until("on_delete ctx=", 1);
         let seen = |m: &[String]| {
             m.iter().any(|l| {
                 l.starts_with("resp_names=") && l.contains("x-envoy-upstream-service-time")
@@ -669,7 +684,7 @@ impl Pair {
         let e_msgs = self.envoy_new_messages("on_delete ctx=", 1);
         let e_msgs = without_service_time(&e_msgs);
         let s = Self::send_to(&self.sim.url(req.path), req);
-        let s_msgs = self.sim.take_messages();
+        let s_msgs = self.sim.messages_until("on_delete ctx=", 1);
         (observe(&e, &e_msgs), observe(&s, &s_msgs))
     }
 
@@ -685,7 +700,7 @@ impl Pair {
         let e_msgs = self.envoy_new_messages("on_delete ctx=", 1);
         let e_msgs = without_service_time(&e_msgs);
         let s = raw_request(self.sim.port, bytes);
-        let s_msgs = self.sim.take_messages();
+        let s_msgs = self.sim.messages_until("on_delete ctx=", 1);
         report.compare(scenario, &observe(&e, &e_msgs), &observe(&s, &s_msgs));
     }
 }
@@ -955,7 +970,7 @@ fn shared_data_contention_across_workers_counts_exactly() {
     let e_status = hammer(p.envoy.url(""));
     let e_msgs = p.envoy_new_messages("on_delete ctx=", N);
     let s_status = hammer(p.sim.url(""));
-    let s_msgs = p.sim.take_messages();
+    let s_msgs = p.sim.messages_until("on_delete ctx=", N);
     let statuses = |v: &[u16]| vec![format!("{} x 200", v.iter().filter(|s| **s == 200).count())];
     r.compare(
         "counter: statuses",
@@ -1056,7 +1071,7 @@ fn trap_fails_closed_on_both() {
         std::thread::sleep(Duration::from_millis(300));
         let e_msgs = p.envoy_new_messages("", 0);
         let s = Pair::send_to(&p.sim.url(req.path), &req);
-        let s_msgs = p.sim.take_messages();
+        let s_msgs = p.sim.messages_until("", 0);
         r.compare(
             &format!("trap, request {i}"),
             &observe(&e, &e_msgs),

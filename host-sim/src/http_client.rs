@@ -1,6 +1,7 @@
 //! A small blocking HTTP/1.1 client for callouts and upstream requests (one connection per
 //! request, `connection: close`). Blocking keeps the VM-driving code synchronous, which is what
-//! makes replay deterministic; serve runs it on blocking threads.
+//! makes replay deterministic; serve runs it on blocking threads. An exchange streams: the head
+//! goes out at [`open`], the body as it is written, and the response body is read chunk by chunk.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -8,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::abi::pairs::Pairs;
 
-/// Larger responses are treated as a reset (Envoy: over the buffer limit).
+/// Larger responses are treated as a reset (Envoy: over the buffer limit) when read whole.
 const MAX_BODY: usize = 64 << 20;
+/// Largest piece handed on from a streamed response body.
+const READ_CHUNK: usize = 64 << 10;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HttpError {
@@ -36,21 +39,100 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// Sends one request to `addr` (`host:port`).
+/// How a streamed request body is framed when the headers carry no `content-length`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `content-length: N` (the whole body is known).
+    Length(usize),
+    /// `transfer-encoding: chunked` (the body is still arriving).
+    Chunked,
+}
+
+/// Sends one whole request to `addr` (`host:port`) and reads the whole response.
 pub fn send(
     addr: &str,
     req: Request<'_>,
     connect_timeout: Duration,
     timeout: Option<Duration>,
 ) -> Result<HttpResponse, HttpError> {
-    let Request {
-        method,
-        path,
-        authority,
+    let mut exchange = open(
+        addr,
+        req,
+        Framing::Length(req.body.len()),
+        connect_timeout,
+        timeout,
+    )?;
+    exchange.write(req.body)?;
+    let mut response = exchange.finish()?;
+    let was_chunked = response.is_chunked();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.read_chunk()? {
+        if body.len().saturating_add(chunk.len()) > MAX_BODY {
+            return Err(HttpError::Reset);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut headers = response.headers;
+    if was_chunked {
+        headers.push((
+            b"content-length".to_vec(),
+            body.len().to_string().into_bytes(),
+        ));
+    }
+    Ok(HttpResponse {
+        status: response.status,
         headers,
         body,
-    } = req;
-    let start = Instant::now();
+    })
+}
+
+/// An upstream request whose head has been sent; the body follows with [`Exchange::write`].
+pub struct Exchange {
+    stream: TcpStream,
+    chunked: bool,
+    head_request: bool,
+    deadline: Deadline,
+}
+
+#[derive(Clone, Copy)]
+struct Deadline {
+    start: Instant,
+    timeout: Option<Duration>,
+}
+
+impl Deadline {
+    fn remaining(self) -> Result<Option<Duration>, HttpError> {
+        match self.timeout {
+            None => Ok(None),
+            Some(t) => t
+                .checked_sub(self.start.elapsed())
+                .filter(|d| !d.is_zero())
+                .map(Some)
+                .ok_or(HttpError::Timeout),
+        }
+    }
+}
+
+fn io_error(e: std::io::Error) -> HttpError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => HttpError::Timeout,
+        _ => HttpError::Reset,
+    }
+}
+
+/// Connects and sends the request head (`req.body` is not sent). `framing` applies when the
+/// headers carry no `content-length`.
+pub fn open(
+    addr: &str,
+    req: Request<'_>,
+    framing: Framing,
+    connect_timeout: Duration,
+    timeout: Option<Duration>,
+) -> Result<Exchange, HttpError> {
+    let deadline = Deadline {
+        start: Instant::now(),
+        timeout,
+    };
     let sock = addr
         .to_socket_addrs()
         .ok()
@@ -61,19 +143,16 @@ pub fn send(
             std::io::ErrorKind::TimedOut => HttpError::Timeout,
             _ => HttpError::ConnectFailure,
         })?;
-    let remaining = |start: Instant| -> Result<Option<Duration>, HttpError> {
-        match timeout {
-            None => Ok(None),
-            Some(t) => t
-                .checked_sub(start.elapsed())
-                .filter(|d| !d.is_zero())
-                .map(Some)
-                .ok_or(HttpError::Timeout),
-        }
-    };
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(remaining(start)?);
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\n").into_bytes();
+    let _ = stream.set_write_timeout(deadline.remaining()?);
+    let Request {
+        method,
+        path,
+        authority,
+        headers,
+        ..
+    } = req;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\n").into_bytes();
     // Like Envoy's upstream codec, a `content-length` in the (filtered) headers frames the
     // request as it says, even when a filter changed the body's length without fixing it: the
     // origin then reads that many bytes (differential suite: `buffer edits`).
@@ -89,99 +168,212 @@ pub fn send(
             }
             has_length = true;
         }
-        req.extend_from_slice(k);
-        req.extend_from_slice(b": ");
-        req.extend_from_slice(v);
-        req.extend_from_slice(b"\r\n");
+        head.extend_from_slice(k);
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v);
+        head.extend_from_slice(b"\r\n");
     }
-    if !has_length && (!body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS"))
-    {
-        req.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    let bodyless_method = matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS");
+    let chunked = !has_length && framing == Framing::Chunked;
+    match framing {
+        _ if has_length => {}
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Length(n) if n > 0 || !bodyless_method => {
+            head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        }
+        Framing::Length(_) => {}
     }
-    req.extend_from_slice(b"connection: close\r\n\r\n");
-    req.extend_from_slice(body);
-    stream.write_all(&req).map_err(|_| HttpError::Reset)?;
-    let io_err = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => HttpError::Timeout,
-        _ => HttpError::Reset,
-    };
-    let _ = stream.set_read_timeout(remaining(start)?);
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(io_err)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(HttpError::Reset)?;
-    let mut resp = HttpResponse {
-        status,
-        ..Default::default()
-    };
-    let mut content_length = None;
-    let mut chunked = false;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).map_err(io_err)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    stream.write_all(&head).map_err(|_| HttpError::Reset)?;
+    Ok(Exchange {
+        stream,
+        chunked,
+        head_request: method == "HEAD",
+        deadline,
+    })
+}
+
+impl Exchange {
+    /// Sends body data.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), HttpError> {
+        if data.is_empty() {
+            return Ok(());
         }
-        let Some((k, v)) = h.split_once(':') else {
-            return Err(HttpError::Reset);
-        };
-        let k = k.trim().to_ascii_lowercase();
-        let v = v.trim().to_string();
-        if k == "content-length" {
-            content_length = v.parse::<usize>().ok();
+        let _ = self.stream.set_write_timeout(self.deadline.remaining()?);
+        if self.chunked {
+            let mut framed = format!("{:x}\r\n", data.len()).into_bytes();
+            framed.extend_from_slice(data);
+            framed.extend_from_slice(b"\r\n");
+            self.stream.write_all(&framed)
+        } else {
+            self.stream.write_all(data)
         }
-        if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-            continue;
-        }
-        if k == "connection" {
-            continue;
-        }
-        resp.headers.push((k.into_bytes(), v.into_bytes()));
+        .map_err(|_| HttpError::Reset)
     }
-    if method == "HEAD" || status == 204 || status == 304 {
-        return Ok(resp);
-    }
-    if chunked {
-        loop {
-            let mut size_line = String::new();
-            r.read_line(&mut size_line).map_err(io_err)?;
-            let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
+
+    /// Ends the request body and reads the response head.
+    pub fn finish(mut self) -> Result<ResponseStream, HttpError> {
+        if self.chunked {
+            self.stream
+                .write_all(b"0\r\n\r\n")
                 .map_err(|_| HttpError::Reset)?;
-            if size == 0 {
+        }
+        let _ = self.stream.set_read_timeout(self.deadline.remaining()?);
+        let mut r = BufReader::new(self.stream);
+        let mut line = String::new();
+        r.read_line(&mut line).map_err(io_error)?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(HttpError::Reset)?;
+        let mut headers = Pairs::new();
+        let mut content_length = None;
+        let mut chunked = false;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).map_err(io_error)?;
+            let h = h.trim_end();
+            if h.is_empty() {
                 break;
             }
-            if resp.body.len().saturating_add(size) > MAX_BODY {
+            let Some((k, v)) = h.split_once(':') else {
                 return Err(HttpError::Reset);
+            };
+            let k = k.trim().to_ascii_lowercase();
+            let v = v.trim().to_string();
+            if k == "content-length" {
+                content_length = v.parse::<u64>().ok();
             }
-            let mut chunk = vec![0u8; size];
-            r.read_exact(&mut chunk).map_err(io_err)?;
-            resp.body.extend_from_slice(&chunk);
-            let mut crlf = [0u8; 2];
-            r.read_exact(&mut crlf).map_err(io_err)?;
+            if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+                continue;
+            }
+            if k == "connection" {
+                continue;
+            }
+            headers.push((k.into_bytes(), v.into_bytes()));
         }
-        resp.headers.push((
-            b"content-length".to_vec(),
-            resp.body.len().to_string().into_bytes(),
-        ));
-    } else if let Some(n) = content_length {
-        if n > MAX_BODY {
-            return Err(HttpError::Reset);
-        }
-        resp.body = vec![0u8; n];
-        r.read_exact(&mut resp.body).map_err(io_err)?;
-    } else {
-        r.take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut resp.body)
-            .map_err(io_err)?;
-        if resp.body.len() > MAX_BODY {
-            return Err(HttpError::Reset);
+        let body = if self.head_request || status == 204 || status == 304 {
+            BodyFraming::Done
+        } else if chunked {
+            BodyFraming::Chunked { left_in_chunk: 0 }
+        } else if let Some(n) = content_length {
+            if n == 0 {
+                BodyFraming::Done
+            } else {
+                BodyFraming::Length(n)
+            }
+        } else {
+            BodyFraming::UntilClose
+        };
+        Ok(ResponseStream {
+            status,
+            headers,
+            reader: r,
+            body,
+            deadline: self.deadline,
+        })
+    }
+}
+
+enum BodyFraming {
+    Length(u64),
+    Chunked { left_in_chunk: usize },
+    UntilClose,
+    Done,
+}
+
+/// A response whose head has been read; the body is read chunk by chunk.
+pub struct ResponseStream {
+    pub status: u16,
+    /// Without `transfer-encoding` and `connection` (hop-by-hop).
+    pub headers: Pairs,
+    reader: BufReader<TcpStream>,
+    body: BodyFraming,
+    deadline: Deadline,
+}
+
+impl ResponseStream {
+    /// The response has no body at all.
+    pub fn is_bodyless(&self) -> bool {
+        matches!(self.body, BodyFraming::Done)
+    }
+
+    fn is_chunked(&self) -> bool {
+        matches!(self.body, BodyFraming::Chunked { .. })
+    }
+
+    /// The next piece of the body as it arrives (at most 64 KiB); `None` at its end.
+    pub fn read_chunk(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(self.deadline.remaining()?);
+        match &mut self.body {
+            BodyFraming::Done => Ok(None),
+            BodyFraming::Length(left) => {
+                let want = (*left).min(READ_CHUNK as u64) as usize;
+                let got = read_some(&mut self.reader, want)?;
+                if got.is_empty() {
+                    // The origin closed before the promised length: a reset.
+                    return Err(HttpError::Reset);
+                }
+                *left -= got.len() as u64;
+                if *left == 0 {
+                    self.body = BodyFraming::Done;
+                }
+                Ok(Some(got))
+            }
+            BodyFraming::UntilClose => {
+                let got = read_some(&mut self.reader, READ_CHUNK)?;
+                if got.is_empty() {
+                    self.body = BodyFraming::Done;
+                    return Ok(None);
+                }
+                Ok(Some(got))
+            }
+            BodyFraming::Chunked { left_in_chunk } => {
+                if *left_in_chunk == 0 {
+                    let mut size_line = String::new();
+                    self.reader.read_line(&mut size_line).map_err(io_error)?;
+                    let size =
+                        usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
+                            .map_err(|_| HttpError::Reset)?;
+                    if size == 0 {
+                        // Trailers (ignored) up to the empty line.
+                        loop {
+                            let mut t = String::new();
+                            let n = self.reader.read_line(&mut t).map_err(io_error)?;
+                            if n == 0 || t.trim_end().is_empty() {
+                                break;
+                            }
+                        }
+                        self.body = BodyFraming::Done;
+                        return Ok(None);
+                    }
+                    *left_in_chunk = size;
+                }
+                let want = (*left_in_chunk).min(READ_CHUNK);
+                let got = read_some(&mut self.reader, want)?;
+                if got.is_empty() {
+                    return Err(HttpError::Reset);
+                }
+                *left_in_chunk -= got.len();
+                if *left_in_chunk == 0 {
+                    let mut crlf = [0u8; 2];
+                    self.reader.read_exact(&mut crlf).map_err(io_error)?;
+                }
+                Ok(Some(got))
+            }
         }
     }
-    Ok(resp)
+}
+
+/// Reads what is available, up to `max` bytes (blocking until at least one byte or the end).
+fn read_some(r: &mut BufReader<TcpStream>, max: usize) -> Result<Vec<u8>, HttpError> {
+    let mut buf = vec![0u8; max];
+    let n = r.read(&mut buf).map_err(io_error)?;
+    buf.truncate(n);
+    Ok(buf)
 }

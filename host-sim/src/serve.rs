@@ -1,6 +1,8 @@
 //! `tollgate-sim serve`: a real HTTP/1.1 (keep-alive) gateway on the bootstrap's listener.
 //! Requests run on blocking threads (a VM is single-threaded and guarded by its slot mutex);
-//! upstream requests and callouts use real sockets.
+//! upstream requests and callouts use real sockets. Bodies stream both ways: the filter sees
+//! each request chunk as the client sends it, the origin gets data as the filter releases it,
+//! and response chunks reach the client as the filter releases them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,34 +11,52 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::http_client::{self, HttpError};
-use crate::sim::{Sim, SimRequest, Upstream, UpstreamReply, UpstreamRequest};
+use crate::abi::pairs::Pairs;
+use crate::http_client::{self, Exchange, Framing, HttpError, ResponseStream};
+use crate::sim::{
+    BodySource, ResponseSink, Sim, SimRequest, SimResponse, StreamedReply, Upstream,
+    UpstreamExchange, UpstreamReply, UpstreamRequest,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Request body chunks buffered between the client's socket and the filter (back-pressure).
+const REQUEST_CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Real sockets to the cluster's first endpoint.
-pub struct RealUpstream;
+pub struct RealUpstream {
+    /// Whether the downstream request has a body (frames a streamed upstream request).
+    pub request_has_body: bool,
+}
+
+fn client_request(req: &UpstreamRequest) -> http_client::Request<'_> {
+    http_client::Request {
+        method: &req.method,
+        path: &req.path,
+        authority: &req.authority,
+        headers: &req.headers,
+        body: &req.body,
+    }
+}
 
 impl Upstream for RealUpstream {
     fn send(&mut self, req: &UpstreamRequest, address: Option<&str>) -> UpstreamReply {
         let Some(addr) = address else {
             return UpstreamReply::ConnectFailure;
         };
-        let r = http_client::Request {
-            method: &req.method,
-            path: &req.path,
-            authority: &req.authority,
-            headers: &req.headers,
-            body: &req.body,
-        };
         let timeout = (!req.timeout.is_zero()).then_some(req.timeout);
-        match http_client::send(addr, r, Duration::from_secs(5), timeout) {
+        match http_client::send(addr, client_request(req), CONNECT_TIMEOUT, timeout) {
             Ok(resp) => UpstreamReply::Response {
                 status: resp.status,
                 headers: resp.headers,
@@ -47,9 +67,250 @@ impl Upstream for RealUpstream {
             Err(HttpError::ConnectFailure | HttpError::Reset) => UpstreamReply::ConnectFailure,
         }
     }
+
+    fn open<'a>(
+        &'a mut self,
+        req: UpstreamRequest,
+        address: Option<String>,
+    ) -> Box<dyn UpstreamExchange + 'a> {
+        let framing = if self.request_has_body {
+            Framing::Chunked
+        } else {
+            Framing::Length(0)
+        };
+        let timeout = (!req.timeout.is_zero()).then_some(req.timeout);
+        let exchange = match address {
+            None => Err(HttpError::ConnectFailure),
+            Some(addr) => http_client::open(
+                &addr,
+                client_request(&req),
+                framing,
+                CONNECT_TIMEOUT,
+                timeout,
+            ),
+        };
+        Box::new(RealExchange(exchange))
+    }
 }
 
-type Body = Full<Bytes>;
+/// A streamed upstream request; the first failure is kept and reported at `finish`.
+struct RealExchange(Result<Exchange, HttpError>);
+
+impl UpstreamExchange for RealExchange {
+    fn write(&mut self, data: &[u8]) {
+        if let Ok(exchange) = &mut self.0
+            && let Err(e) = exchange.write(data)
+        {
+            self.0 = Err(e);
+        }
+    }
+
+    fn finish(self: Box<Self>, _trailers: Pairs) -> StreamedReply {
+        match self.0.and_then(Exchange::finish) {
+            Ok(response) => StreamedReply::Response {
+                status: response.status,
+                headers: response.headers.clone(),
+                body: Box::new(UpstreamBody {
+                    response: Some(response),
+                }),
+                trailers: Vec::new(),
+            },
+            Err(HttpError::Timeout) => StreamedReply::Timeout,
+            Err(HttpError::ConnectFailure | HttpError::Reset) => StreamedReply::ConnectFailure,
+        }
+    }
+}
+
+/// The origin's body as it arrives, in the upstream codec's shape: data chunks, then an empty
+/// end-of-stream chunk. A broken body ends early (the client sees it cut short).
+struct UpstreamBody {
+    response: Option<ResponseStream>,
+}
+
+impl BodySource for UpstreamBody {
+    fn is_empty(&self) -> bool {
+        self.response
+            .as_ref()
+            .is_none_or(ResponseStream::is_bodyless)
+    }
+
+    fn next_chunk(&mut self) -> Option<(Vec<u8>, bool)> {
+        let response = self.response.as_mut()?;
+        match response.read_chunk() {
+            Ok(Some(data)) => Some((data, false)),
+            Ok(None) | Err(_) => {
+                self.response = None;
+                Some((Vec::new(), true))
+            }
+        }
+    }
+
+    fn take_arrived(&mut self) -> Option<(Vec<u8>, bool)> {
+        None
+    }
+}
+
+/// The client's request body, fed from hyper by an async task.
+struct ClientBody {
+    chunks: mpsc::Receiver<Result<Bytes, ()>>,
+    empty: bool,
+    /// The end (or an abort) has been received but not yet delivered.
+    end_seen: bool,
+    ended: bool,
+    aborted: bool,
+}
+
+impl ClientBody {
+    /// Appends what has already arrived (never blocks), stopping at the end.
+    fn drain_into(&mut self, data: &mut Vec<u8>) {
+        while !self.end_seen {
+            match self.chunks.try_recv() {
+                Ok(item) => self.take(item, data),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.end_seen = true,
+            }
+        }
+    }
+
+    fn take(&mut self, item: Result<Bytes, ()>, data: &mut Vec<u8>) {
+        match item {
+            Ok(bytes) => data.extend_from_slice(&bytes),
+            Err(()) => {
+                self.end_seen = true;
+                self.aborted = true;
+            }
+        }
+    }
+}
+
+impl BodySource for ClientBody {
+    fn is_empty(&self) -> bool {
+        self.empty
+    }
+
+    /// Like Envoy's HTTP/1 codec, one callback carries everything that has arrived (not one
+    /// per HTTP chunk), and the end comes as a separate empty end-of-stream chunk.
+    fn next_chunk(&mut self) -> Option<(Vec<u8>, bool)> {
+        if self.ended {
+            return None;
+        }
+        let mut data = Vec::new();
+        if !self.end_seen {
+            match self.chunks.blocking_recv() {
+                Some(item) => self.take(item, &mut data),
+                None => self.end_seen = true,
+            }
+            self.drain_into(&mut data);
+        }
+        if data.is_empty() && self.end_seen {
+            self.ended = true;
+            return Some((Vec::new(), true));
+        }
+        Some((data, false))
+    }
+
+    fn take_arrived(&mut self) -> Option<(Vec<u8>, bool)> {
+        if self.ended {
+            return None;
+        }
+        let mut data = Vec::new();
+        self.drain_into(&mut data);
+        if data.is_empty() {
+            if !self.end_seen {
+                return None;
+            }
+            self.ended = true;
+            return Some((Vec::new(), true));
+        }
+        Some((data, false))
+    }
+
+    fn aborted(&self) -> bool {
+        self.aborted
+    }
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(body: Vec<u8>) -> Body {
+    Full::new(Bytes::from(body))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Sends the response head to the waiting hyper service as soon as the filter releases it,
+/// then the body through a channel.
+struct HyperSink {
+    runtime: Handle,
+    head: Option<oneshot::Sender<Result<Response<Body>, std::io::Error>>>,
+    body: Option<Sender<Bytes, std::io::Error>>,
+}
+
+impl ResponseSink for HyperSink {
+    fn head(&mut self, status: u16, headers: &Pairs, end_of_stream: bool) {
+        let Some(head) = self.head.take() else {
+            return;
+        };
+        let body = if end_of_stream {
+            full(Vec::new())
+        } else {
+            let (sender, channel) = Channel::new(REQUEST_CHUNKS_IN_FLIGHT);
+            self.body = Some(sender);
+            channel.boxed()
+        };
+        // The filter's `content-length` frames the body, as in Envoy; hyper checks it.
+        let _ = head.send(response(
+            status,
+            headers,
+            &["transfer-encoding", "connection"],
+            body,
+        ));
+    }
+
+    fn data(&mut self, chunk: Vec<u8>) {
+        if let Some(sender) = self.body.as_mut() {
+            let sent = self.runtime.block_on(sender.send_data(Bytes::from(chunk)));
+            if sent.is_err() {
+                // The client went away; the filter still sees the rest of the stream.
+                self.body = None;
+            }
+        }
+    }
+}
+
+fn response(
+    status: u16,
+    headers: &Pairs,
+    skip: &[&str],
+    body: Body,
+) -> Result<Response<Body>, std::io::Error> {
+    let mut builder = Response::builder().status(status);
+    for (k, v) in headers {
+        if skip.iter().any(|s| s.as_bytes() == k.as_slice()) {
+            continue;
+        }
+        builder = builder.header(k.as_slice(), v.as_slice());
+    }
+    builder.body(body).map_err(std::io::Error::other)
+}
+
+/// Copies the client's body frames into `tx` (trailers are dropped, as Envoy's HTTP/1 codec
+/// does without `enable_trailers`).
+async fn feed_request_body(mut body: Incoming, tx: mpsc::Sender<Result<Bytes, ()>>) {
+    while let Some(frame) = body.frame().await {
+        let item = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => Ok(data),
+                _ => continue,
+            },
+            Err(_) => Err(()),
+        };
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
 
 async fn handle(
     sim: Arc<Sim>,
@@ -58,11 +319,6 @@ async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<Body>, std::io::Error> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(std::io::Error::other)?
-        .to_bytes();
     let path = parts
         .uri
         .path_and_query()
@@ -92,6 +348,16 @@ async fn handle(
         })
         .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
+    let empty = body.is_end_stream();
+    let (tx, rx) = mpsc::channel(REQUEST_CHUNKS_IN_FLIGHT);
+    tokio::spawn(feed_request_body(body, tx));
+    let mut client_body = ClientBody {
+        chunks: rx,
+        empty,
+        end_seen: empty,
+        ended: empty,
+        aborted: false,
+    };
     let sreq = SimRequest {
         time_ns: None,
         worker,
@@ -101,35 +367,52 @@ async fn handle(
         authority,
         scheme: "http".into(),
         headers,
-        // As Envoy's HTTP/1 codec: the data (eos=false), then an empty end-of-stream chunk.
-        body_chunks: if body.is_empty() {
-            Vec::new()
-        } else {
-            vec![body.to_vec(), Vec::new()]
-        },
+        body_chunks: Vec::new(),
         trailers: Vec::new(),
     };
-    let resp = tokio::task::spawn_blocking(move || sim.handle(sreq, &mut RealUpstream))
+    let (head_tx, head_rx) = oneshot::channel();
+    let runtime = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut sink = HyperSink {
+            runtime,
+            head: Some(head_tx),
+            body: None,
+        };
+        let mut upstream = RealUpstream {
+            request_has_body: !empty,
+        };
+        let resp = sim.handle_streaming(sreq, &mut client_body, &mut upstream, Some(&mut sink));
+        finish_response(sink, resp);
+    });
+    head_rx
         .await
-        .map_err(std::io::Error::other)?;
-    if resp.reset {
-        // Closing the connection is how a reset looks to an HTTP/1.1 client.
-        return Err(std::io::Error::other("stream reset by the filter"));
+        .map_err(|_| std::io::Error::other("the stream ended without a response"))?
+}
+
+/// After the stream: the response if none was streamed, or the end (or abort) of the body.
+fn finish_response(mut sink: HyperSink, resp: SimResponse) {
+    if let Some(head) = sink.head.take() {
+        let reply = if resp.reset {
+            // Closing the connection is how a reset looks to an HTTP/1.1 client.
+            Err(std::io::Error::other("stream reset by the filter"))
+        } else {
+            // hyper frames a whole body itself; a stale length from a body-rewriting filter
+            // must not leak.
+            response(
+                resp.status,
+                &resp.headers,
+                &["content-length", "transfer-encoding", "connection"],
+                full(resp.body),
+            )
+        };
+        let _ = head.send(reply);
+    } else if (resp.reset || resp.trap.is_some())
+        && let Some(sender) = sink.body.take()
+    {
+        sender.abort(std::io::Error::other(
+            "stream reset after the response started",
+        ));
     }
-    let mut builder = Response::builder().status(resp.status);
-    for (k, v) in &resp.headers {
-        // hyper frames the body itself; a stale length from a body-rewriting filter must not leak.
-        if matches!(
-            k.as_slice(),
-            b"content-length" | b"transfer-encoding" | b"connection"
-        ) {
-            continue;
-        }
-        builder = builder.header(k.as_slice(), v.as_slice());
-    }
-    builder
-        .body(Full::new(Bytes::from(resp.body)))
-        .map_err(std::io::Error::other)
 }
 
 /// Serves `listener` until the task is dropped.

@@ -22,6 +22,10 @@ use crate::state::{
 };
 use crate::vm::{ROOT_CONTEXT_ID, Trap, Vm, VmEnv, VmLimits};
 
+pub use body::{
+    BodySource, Buffered, ChunkList, ResponseSink, StreamedReply, UpstreamExchange, collect,
+};
+
 /// How the simulator is set up.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -111,8 +115,23 @@ pub enum UpstreamReply {
 
 /// The origin: a replay stub or real sockets.
 pub trait Upstream {
-    /// `address` is the cluster's first endpoint (`host:port`), if it has one.
+    /// The whole exchange at once. `address` is the cluster's first endpoint (`host:port`), if
+    /// it has one.
     fn send(&mut self, req: &UpstreamRequest, address: Option<&str>) -> UpstreamReply;
+
+    /// Starts a streamed exchange (`req` without its body). The default collects the body and
+    /// calls [`send`](Upstream::send) when the request is complete.
+    fn open<'a>(
+        &'a mut self,
+        req: UpstreamRequest,
+        address: Option<String>,
+    ) -> Box<dyn UpstreamExchange + 'a> {
+        Box::new(Buffered {
+            upstream: self,
+            request: req,
+            address,
+        })
+    }
 }
 
 /// How a callout ended.
@@ -659,8 +678,23 @@ impl Sim {
         )
     }
 
-    /// Runs one request through the filter and the router.
+    /// Runs one request through the filter and the router, with its body from
+    /// `req.body_chunks` and the whole response collected in the result.
     pub fn handle(&self, req: SimRequest, upstream: &mut dyn Upstream) -> SimResponse {
+        let mut body = ChunkList::new(&req.body_chunks, !req.trailers.is_empty());
+        self.handle_streaming(req, &mut body, upstream, None)
+    }
+
+    /// Runs one request with its body streamed from `body` (`req.body_chunks` is ignored); with a
+    /// `sink`, the filtered response head and body go there as the filter releases them and
+    /// only what was not sent there is left in the result (see [`ResponseSink`]).
+    pub fn handle_streaming(
+        &self,
+        req: SimRequest,
+        body: &mut dyn BodySource,
+        upstream: &mut dyn Upstream,
+        sink: Option<&mut dyn ResponseSink>,
+    ) -> SimResponse {
         match req.time_ns {
             Some(t) => self.advance_to(t),
             None => {
@@ -691,11 +725,19 @@ impl Sim {
         let out = match (slot.state, slot.vm.is_some()) {
             (SlotState::FailedClosed | SlotState::NeedsReload, _) => fail_closed(None),
             (SlotState::FailedOpen, _) | (SlotState::Healthy, false) => {
-                self.passthrough(&req, n, upstream, None)
+                self.passthrough(&req, body, n, upstream, None)
             }
             (SlotState::Healthy, true) => {
                 let mut rec = SimResponse::default();
-                match self.run_stream(&mut slot, &req, n, upstream, &mut rec) {
+                match self.run_stream(
+                    &mut slot,
+                    &req,
+                    body,
+                    n,
+                    upstream,
+                    sink,
+                    &mut rec,
+                ) {
                     Ok(()) => rec,
                     Err(trap) => {
                         if let Some(vm) = slot.vm.as_mut() {
@@ -711,7 +753,7 @@ impl Sim {
                                 ..rec
                             },
                             SlotState::FailedOpen => {
-                                self.passthrough(&req, n, upstream, Some(trap.0))
+                                self.passthrough(&req, body, n, upstream, Some(trap.0))
                             }
                             _ => fail_closed(Some(trap.0)),
                         }
@@ -751,30 +793,44 @@ impl Sim {
     fn passthrough(
         &self,
         req: &SimRequest,
+        body: &mut dyn BodySource,
         n: u64,
         upstream: &mut dyn Upstream,
         trap: Option<String>,
     ) -> SimResponse {
         let headers = self.request_headers(req, n);
-        let body: Vec<u8> = req.body_chunks.concat();
+        let body_source = body;
+        let body = collect(body_source);
         let mut out = SimResponse {
             trap,
             ..Default::default()
         };
-        let (status, headers, body) = match self.forward(
-            &headers,
-            body,
-            req.trailers.clone(),
-            upstream,
-            &mut out,
-            None,
-        ) {
-            Forwarded::Response { headers, body, .. } => (status_of(&headers), headers, body),
-            Forwarded::Local { status, body } => (
+        if body_source.aborted() {
+            out.reset = true;
+            return out;
+        }
+        let (status, headers, body) = match self.route_upstream(&headers, None) {
+            Err(RouterReply { status, body }) => (
                 status as u16,
                 local_reply_headers(status, &body, &Vec::new()),
                 body,
             ),
+            Ok((mut request, address)) => {
+                request.body = body;
+                request.trailers = req.trailers.clone();
+                out.upstream_called = true;
+                out.upstream_cluster = Some(request.cluster.clone());
+                let reply = upstream.send(&request, address.as_deref());
+                out.upstream_request = Some(request);
+                match upstream_reply(reply) {
+                    Forwarded::Response { headers, body } => (status_of(&headers), headers, body),
+                    Forwarded::Local { status, body } => (
+                        status as u16,
+                        local_reply_headers(status, &body, &Vec::new()),
+                        body,
+                    ),
+                }
+            }
         };
         out.status = status;
         out.headers = finalize_headers(headers, &body);
@@ -782,23 +838,21 @@ impl Sim {
         out
     }
 
-    /// Routes the (filtered) request and sends it upstream.
-    fn forward(
+    /// Routes the (filtered) request headers: the upstream request to open (without its body)
+    /// and the cluster's address, or the router's own reply (no route, direct response,
+    /// unknown cluster).
+    fn route_upstream(
         &self,
         headers: &Pairs,
-        body: Vec<u8>,
-        trailers: Pairs,
-        upstream: &mut dyn Upstream,
-        out: &mut SimResponse,
         mut info: Option<&mut StreamInfo>,
-    ) -> Forwarded {
+    ) -> Result<(UpstreamRequest, Option<String>), RouterReply> {
         let decision = route(&self.listener.route_config, headers);
         let (cluster, timeout, remove, route_name) = match decision {
             RouteDecision::NoRoute => {
-                return Forwarded::Local {
+                return Err(RouterReply {
                     status: 404,
                     body: Vec::new(),
-                };
+                });
             }
             RouteDecision::Direct {
                 status,
@@ -808,7 +862,7 @@ impl Sim {
                 if let Some(i) = info.as_deref_mut() {
                     i.route_name = Some(route_name);
                 }
-                return Forwarded::Local { status, body };
+                return Err(RouterReply { status, body });
             }
             RouteDecision::Cluster {
                 cluster,
@@ -817,16 +871,16 @@ impl Sim {
                 route_name,
             } => (cluster, timeout, remove, route_name),
         };
-        if let Some(i) = info.as_deref_mut() {
+        if let Some(i) = info {
             i.route_name = Some(route_name);
             i.cluster_name = Some(cluster.clone());
         }
         let Some(c) = self.bootstrap.cluster(&cluster) else {
             // Envoy: cluster not found → 503 (NC).
-            return Forwarded::Local {
+            return Err(RouterReply {
                 status: 503,
                 body: Vec::new(),
-            };
+            });
         };
         let get = |name: &[u8]| {
             headers
@@ -835,8 +889,8 @@ impl Sim {
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
         };
-        let ureq = UpstreamRequest {
-            cluster: cluster.clone(),
+        let request = UpstreamRequest {
+            cluster,
             method: get(b":method"),
             path: get(b":path"),
             authority: get(b":authority"),
@@ -847,53 +901,64 @@ impl Sim {
                 })
                 .cloned()
                 .collect(),
-            body,
-            trailers,
+            body: Vec::new(),
+            trailers: Vec::new(),
             timeout,
         };
-        let address = c.endpoints.first().cloned();
-        out.upstream_called = true;
-        out.upstream_cluster = Some(cluster);
-        let reply = upstream.send(&ureq, address.as_deref());
-        out.upstream_request = Some(ureq);
-        match reply {
-            UpstreamReply::Response {
-                status,
-                headers: rh,
-                body,
-                trailers,
-            } => {
-                if let Some(i) = info {
-                    i.upstream_address = Some(address.unwrap_or_else(|| "127.0.0.1:0".into()));
-                }
-                let mut h = vec![(b":status".to_vec(), status.to_string().into_bytes())];
-                h.extend(rh.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)));
-                Forwarded::Response {
-                    headers: h,
-                    body,
-                    trailers,
-                }
-            }
-            UpstreamReply::ConnectFailure => Forwarded::Local {
-                status: 503,
-                body: CONNECT_FAILURE_BODY.as_bytes().to_vec(),
-            },
-            UpstreamReply::Timeout => Forwarded::Local {
-                status: 504,
-                body: TIMEOUT_BODY.as_bytes().to_vec(),
-            },
-        }
+        Ok((request, c.endpoints.first().cloned()))
     }
+}
+
+/// The origin's whole answer as the router passes it on (`:status` first, names lower-cased),
+/// or the router's reply to an upstream failure.
+fn upstream_reply(reply: UpstreamReply) -> Forwarded {
+    match reply {
+        UpstreamReply::Response {
+            status,
+            headers,
+            body,
+            ..
+        } => Forwarded::Response {
+            headers: response_head(status, headers),
+            body,
+        },
+        UpstreamReply::ConnectFailure => Forwarded::Local {
+            status: 503,
+            body: CONNECT_FAILURE_BODY.as_bytes().to_vec(),
+        },
+        UpstreamReply::Timeout => Forwarded::Local {
+            status: 504,
+            body: TIMEOUT_BODY.as_bytes().to_vec(),
+        },
+    }
+}
+
+fn response_head(status: u16, headers: Pairs) -> Pairs {
+    let mut h = vec![(b":status".to_vec(), status.to_string().into_bytes())];
+    h.extend(
+        headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+    );
+    h
+}
+
+/// A reply the router makes itself (no route, direct response, unknown cluster).
+struct RouterReply {
+    status: u32,
+    body: Vec<u8>,
 }
 
 enum Forwarded {
     Response {
         headers: Pairs,
         body: Vec<u8>,
-        trailers: Pairs,
     },
     /// A router-generated reply (no route, direct response, upstream failure).
-    Local { status: u32, body: Vec<u8> },
+    Local {
+        status: u32,
+        body: Vec<u8>,
+    },
 }
 
 fn fail_closed(trap: Option<String>) -> SimResponse {
@@ -923,4 +988,5 @@ fn finalize_headers(h: Pairs, body: &[u8]) -> Pairs {
     out
 }
 
+mod body;
 mod stream;

@@ -6,17 +6,50 @@ use super::*;
 use crate::state::LocalReply;
 
 /// One stream being driven through a VM slot.
-struct Run<'a> {
+struct Run<'a, 's, 'o> {
     sim: &'a Sim,
     slot: &'a mut Slot,
     id: u32,
+    /// Serve: where the response goes as the filter releases it. Replay: `None`, the response
+    /// is collected into the result.
+    sink: Option<&'s mut (dyn ResponseSink + 'o)>,
+}
+
+/// Where the request stands with the router.
+enum Upstreaming<'u> {
+    /// The filter has not released the request headers yet.
+    Pending,
+    /// The upstream request is under way; `request` records what was sent.
+    Open {
+        exchange: Box<dyn UpstreamExchange + 'u>,
+        request: UpstreamRequest,
+        address: Option<String>,
+    },
+    /// The router answers itself.
+    Router(RouterReply),
+}
+
+impl Upstreaming<'_> {
+    /// Sends released body data on (nothing goes upstream when the router answers itself).
+    fn write(&mut self, data: &[u8], record: bool) {
+        if let Upstreaming::Open {
+            exchange, request, ..
+        } = self
+            && !data.is_empty()
+        {
+            exchange.write(data);
+            if record {
+                request.body.extend_from_slice(data);
+            }
+        }
+    }
 }
 
 fn internal(what: &str) -> Trap {
     Trap(format!("host-sim internal error: {what}"))
 }
 
-impl Run<'_> {
+impl Run<'_, '_, '_> {
     fn vm(&mut self) -> Result<&mut Vm, Trap> {
         self.slot.vm.as_mut().ok_or_else(|| internal("VM missing"))
     }
@@ -94,9 +127,31 @@ impl Run<'_> {
         }
     }
 
+    /// The filter released the request headers: Envoy's router picks the route now (after the
+    /// filter's header changes) and starts the upstream request.
+    fn open_upstream<'u>(
+        &mut self,
+        upstream: &'u mut dyn Upstream,
+    ) -> Result<Upstreaming<'u>, Trap> {
+        let s = self.stream()?;
+        let headers = s.req_headers.clone();
+        let mut info = take(&mut s.info);
+        let routed = self.sim.route_upstream(&headers, Some(&mut info));
+        self.stream()?.info = info;
+        Ok(match routed {
+            Ok((request, address)) => Upstreaming::Open {
+                exchange: upstream.open(request.clone(), address.clone()),
+                request,
+                address,
+            },
+            Err(reply) => Upstreaming::Router(reply),
+        })
+    }
+
     fn run(
         &mut self,
         req: &SimRequest,
+        body: &mut dyn BodySource,
         n: u64,
         upstream: &mut dyn Upstream,
         out: &mut SimResponse,
@@ -124,7 +179,7 @@ impl Run<'_> {
             request_size,
             // Envoy's HCM resolves the route on the original headers before the filter chain
             // runs and records the upstream cluster (`xds.cluster_name` reads it in
-            // `on_request_headers`); the filter's header changes re-route later (`forward`).
+            // `on_request_headers`); the filter's header changes re-route later.
             cluster_name: match crate::routing::route(&self.sim.listener.route_config, &headers) {
                 crate::routing::RouteDecision::Cluster { cluster, .. }
                     if self.sim.bootstrap.cluster(&cluster).is_some() =>
@@ -135,9 +190,10 @@ impl Run<'_> {
             },
             ..Default::default()
         };
-        let body_total: Vec<u8> = req.body_chunks.concat();
-        let has_body = !body_total.is_empty();
+        let has_body = !body.is_empty();
         let has_trailers = !req.trailers.is_empty();
+        // Replay reports what the origin received; serve does not keep a copy of the body.
+        let record = self.sink.is_none();
         let n_headers = headers.len() as i32;
         self.vm()?.host_mut().stream = Some(StreamState {
             id: self.id,
@@ -170,32 +226,25 @@ impl Run<'_> {
         if let Some(done) = self.divert(settled, out)? {
             return done;
         }
+        let mut upstream = Some(upstream);
+        let mut up = Upstreaming::Pending;
         if !held_for_body {
             self.stream()?.req_held = false;
+            if let Some(u) = upstream.take() {
+                up = self.open_upstream(u)?;
+            }
         }
 
-        // Request body: all buffered data in one call if the headers were paused and resumed.
-        let chunks: Vec<Vec<u8>> = if stop && !held_for_body {
-            if has_body {
-                vec![body_total]
+        // Request body. Data that arrived while the headers were paused and resumed comes in
+        // one callback; after that, chunk by chunk as the codec delivers them.
+        let mut coalesce = stop && !held_for_body;
+        loop {
+            let next = if take(&mut coalesce) {
+                body.take_arrived().or_else(|| body.next_chunk())
             } else {
-                Vec::new()
-            }
-        } else {
-            // Empty chunks carry nothing, except a final one after data: Envoy's HTTP/1 codec
-            // delivers a body as data (eos=false) and then an empty end-of-stream chunk.
-            let n = req.body_chunks.len();
-            req.body_chunks
-                .iter()
-                .enumerate()
-                .filter(|(i, c)| !c.is_empty() || (i + 1 == n && has_body && !has_trailers))
-                .map(|(_, c)| c.clone())
-                .collect()
-        };
-        let mut forwarded = Vec::new();
-        let count = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let last = i + 1 == count;
+                body.next_chunk()
+            };
+            let Some((chunk, last)) = next else { break };
             let s = self.stream()?;
             s.req_body.extend_from_slice(&chunk);
             let size = s.req_body.len() as i32;
@@ -205,13 +254,16 @@ impl Run<'_> {
                 i32::from(last && !has_trailers),
             )?;
             let pause = act != 0;
+            let mut released = Vec::new();
+            let mut release_headers = false;
             if !pause {
                 let s = self.stream()?;
-                forwarded.extend(take(&mut s.req_body));
+                released = take(&mut s.req_body);
                 if held_for_body {
                     // Envoy resumed the whole stream when a body callback continued.
                     s.req_held = false;
                     held_for_body = false;
+                    release_headers = true;
                 }
             }
             let settled = self.settle(Dir::Request, pause && last, !held_for_body || last)?;
@@ -219,10 +271,25 @@ impl Run<'_> {
                 return done;
             }
             if pause && last {
-                forwarded.extend(take(&mut self.stream()?.req_body));
+                // Resumed after buffering the whole body: headers (if held) and data go on.
+                released.extend(take(&mut self.stream()?.req_body));
+                release_headers = true;
+            }
+            if release_headers && let Some(u) = upstream.take() {
+                up = self.open_upstream(u)?;
+            }
+            up.write(&released, record);
+            if last {
+                break;
             }
         }
         self.stream()?.req_held = false;
+        if body.aborted() {
+            // The client broke off mid-body: Envoy resets the stream, and the origin must not
+            // receive a request that looks complete (dropping `up` closes its connection).
+            mark_reset(out);
+            return self.finish(out);
+        }
 
         // Request trailers.
         if has_trailers {
@@ -233,46 +300,73 @@ impl Run<'_> {
                 return done;
             }
         }
+        if let Some(u) = upstream.take() {
+            up = self.open_upstream(u)?;
+        }
 
-        // Route (after the filter: Envoy clears the route cache when headers change) and forward.
-        let s = self.stream()?;
-        let headers = s.req_headers.clone();
-        let trailers = s.req_trailers.clone();
-        let mut info = take(&mut s.info);
-        let fwd = self.sim.forward(
-            &headers,
-            forwarded,
-            trailers,
-            upstream,
-            out,
-            Some(&mut info),
-        );
-        self.stream()?.info = info;
-        let fin = match fwd {
-            Forwarded::Response {
-                headers,
-                body,
-                trailers,
+        // The request is complete: the origin (or the router) answers.
+        let trailers = self.stream()?.req_trailers.clone();
+        let fin = match up {
+            Upstreaming::Pending => return Err(internal("the upstream request was never opened")),
+            Upstreaming::Router(reply) => self.router_reply(reply.status, reply.body, out)?,
+            Upstreaming::Open {
+                exchange,
+                mut request,
+                address,
             } => {
-                self.stream()?.info.response_code_details = Some("via_upstream".into());
-                // The unfiltered response, kept in case the filter traps under FAIL_OPEN.
-                out.status = status_of(&headers);
-                out.headers = finalize_headers(headers.clone(), &body);
-                out.body = body.clone();
-                self.response(headers, body, trailers, true, out)?
+                request.trailers = trailers.clone();
+                out.upstream_called = true;
+                out.upstream_cluster = Some(request.cluster.clone());
+                out.upstream_request = Some(request);
+                match exchange.finish(trailers) {
+                    StreamedReply::Response {
+                        status,
+                        headers,
+                        body,
+                        trailers,
+                    } => {
+                        let s = self.stream()?;
+                        s.info.upstream_address =
+                            Some(address.unwrap_or_else(|| "127.0.0.1:0".into()));
+                        s.info.response_code_details = Some("via_upstream".into());
+                        let headers = response_head(status, headers);
+                        let mut body = body;
+                        if record {
+                            // The unfiltered response, kept in case the filter traps under
+                            // FAIL_OPEN.
+                            let whole = collect(body.as_mut());
+                            out.status = status_of(&headers);
+                            out.headers = finalize_headers(headers.clone(), &whole);
+                            out.body = whole.clone();
+                            body = Box::new(ChunkList::upstream(whole, !trailers.is_empty()));
+                        }
+                        self.response(headers, body.as_mut(), trailers, out)?
+                    }
+                    StreamedReply::ConnectFailure => {
+                        self.router_reply(503, CONNECT_FAILURE_BODY.as_bytes().to_vec(), out)?
+                    }
+                    StreamedReply::Timeout => {
+                        self.router_reply(504, TIMEOUT_BODY.as_bytes().to_vec(), out)?
+                    }
+                }
             }
-            Forwarded::Local { status, body } => self.response(
-                local_reply_headers(status, &body, &Vec::new()),
-                body,
-                Vec::new(),
-                false,
-                out,
-            )?,
         };
         if fin == Settle::Reset {
             mark_reset(out);
         }
         self.finish(out)
+    }
+
+    /// A reply the router makes (no route, upstream failure): through the filter's response
+    /// callbacks like an upstream response.
+    fn router_reply(
+        &mut self,
+        status: u32,
+        body: Vec<u8>,
+        out: &mut SimResponse,
+    ) -> Result<Settle, Trap> {
+        let headers = local_reply_headers(status, &body, &Vec::new());
+        self.response(headers, &mut ChunkList::whole(body), Vec::new(), out)
     }
 
     /// Handles a non-continue settle outcome; `Some(result)` ends the request phase.
@@ -298,15 +392,8 @@ impl Run<'_> {
             }
             Settle::Stalled => {
                 // Paused and never resumed: Envoy's stream idle timeout answers 408.
-                let body = b"stream timeout".to_vec();
                 self.stream()?.response_committed = true;
-                self.response(
-                    local_reply_headers(408, &body, &Vec::new()),
-                    body,
-                    Vec::new(),
-                    false,
-                    out,
-                )?;
+                self.router_reply(408, b"stream timeout".to_vec(), out)?;
                 Ok(Some(self.finish(out)))
             }
         }
@@ -329,7 +416,7 @@ impl Run<'_> {
         s.info.response_code_details = Some(lr.details.clone());
         // A second local reply during this pass cannot replace it.
         s.response_committed = true;
-        let fin = self.response(headers, lr.body, Vec::new(), false, out)?;
+        let fin = self.response(headers, &mut ChunkList::whole(lr.body), Vec::new(), out)?;
         if fin == Settle::Reset {
             mark_reset(out);
         }
@@ -340,14 +427,14 @@ impl Run<'_> {
     fn response(
         &mut self,
         headers: Pairs,
-        body: Vec<u8>,
+        body: &mut dyn BodySource,
         trailers: Pairs,
-        split_eos: bool,
         out: &mut SimResponse,
     ) -> Result<Settle, Trap> {
         let status = status_of(&headers);
         let n_headers = headers.len() as i32;
         let has_trailers = !trailers.is_empty();
+        let has_body = !body.is_empty();
         {
             let s = self.stream()?;
             s.resp_headers = headers;
@@ -356,7 +443,7 @@ impl Run<'_> {
         let act = self.call3(
             Callback::ResponseHeaders,
             n_headers,
-            i32::from(body.is_empty() && !has_trailers),
+            i32::from(!has_body && !has_trailers),
         )?;
         let stop = act != 0 && act != 2;
         self.stream()?.resp_held = stop;
@@ -390,21 +477,24 @@ impl Run<'_> {
                 return Ok(Settle::Continue);
             }
         }
-        {
+        let head = {
             let s = self.stream()?;
             s.resp_held = false;
             s.response_committed = true;
-        }
-        let chunks: Vec<Vec<u8>> = match (body.is_empty(), split_eos && !has_trailers) {
-            (true, _) => Vec::new(),
-            // The upstream codec delivers the data, then an empty end-of-stream frame.
-            (false, true) => vec![body, Vec::new()],
-            (false, false) => vec![body],
+            let head: Pairs = s
+                .resp_headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(b":"))
+                .cloned()
+                .collect();
+            (status_of(&s.resp_headers), head)
         };
+        if let Some(sink) = self.sink.as_mut() {
+            sink.head(head.0, &head.1, !has_body && !has_trailers);
+        }
         let mut forwarded = Vec::new();
-        let count = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let last = i + 1 == count;
+        let mut forwarded_len = 0u64;
+        while let Some((chunk, last)) = body.next_chunk() {
             let s = self.stream()?;
             s.resp_body.extend_from_slice(&chunk);
             let size = s.resp_body.len() as i32;
@@ -414,14 +504,19 @@ impl Run<'_> {
                 i32::from(last && !has_trailers),
             )?;
             if act == 0 {
-                forwarded.extend(take(&mut self.stream()?.resp_body));
+                let data = take(&mut self.stream()?.resp_body);
+                self.emit(data, &mut forwarded, &mut forwarded_len);
             }
             match self.settle(Dir::Response, act != 0 && last, true)? {
                 Settle::Reset | Settle::Stalled => return Ok(Settle::Reset),
                 _ => {}
             }
             if act != 0 && last {
-                forwarded.extend(take(&mut self.stream()?.resp_body));
+                let data = take(&mut self.stream()?.resp_body);
+                self.emit(data, &mut forwarded, &mut forwarded_len);
+            }
+            if last {
+                break;
             }
         }
         if has_trailers {
@@ -435,11 +530,21 @@ impl Run<'_> {
             }
         }
         let s = self.stream()?;
-        s.info.response_size = forwarded.len() as u64;
+        s.info.response_size = forwarded_len;
         out.status = status_of(&s.resp_headers);
         out.headers = finalize_headers(s.resp_headers.clone(), &forwarded);
         out.body = forwarded;
         Ok(Settle::Continue)
+    }
+
+    /// Released response data: to the sink (serve) or into the collected response (replay).
+    fn emit(&mut self, data: Vec<u8>, collected: &mut Vec<u8>, len: &mut u64) {
+        *len += data.len() as u64;
+        match self.sink.as_mut() {
+            Some(sink) if !data.is_empty() => sink.data(data),
+            Some(_) => {}
+            None => collected.extend(data),
+        }
     }
 
     /// `on_log` → `on_done` → `on_delete` (Envoy's order), then pending callouts complete.
@@ -473,12 +578,15 @@ fn mark_reset(out: &mut SimResponse) {
 }
 
 impl Sim {
-    pub(super) fn run_stream(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run_stream<'s, 'o>(
         &self,
         slot: &mut Slot,
         req: &SimRequest,
+        body: &mut dyn BodySource,
         n: u64,
         upstream: &mut dyn Upstream,
+        sink: Option<&'s mut (dyn ResponseSink + 'o)>,
         out: &mut SimResponse,
     ) -> Result<(), Trap> {
         let id = slot
@@ -490,7 +598,8 @@ impl Sim {
             sim: self,
             slot,
             id,
+            sink,
         };
-        run.run(req, n, upstream, out)
+        run.run(req, body, n, upstream, out)
     }
 }
