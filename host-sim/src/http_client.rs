@@ -219,7 +219,7 @@ impl Exchange {
                 .map_err(|_| HttpError::Reset)?;
         }
         let _ = self.stream.set_read_timeout(self.deadline.remaining()?);
-        let mut r = BufReader::new(self.stream);
+        let mut r = BufReader::with_capacity(READ_CHUNK, self.stream);
         let mut line = String::new();
         r.read_line(&mut line).map_err(io_error)?;
         let status: u16 = line
@@ -372,8 +372,9 @@ impl ResponseStream {
 
 /// Reads what is available, up to `max` bytes (blocking until at least one byte or the end).
 fn read_some(r: &mut BufReader<TcpStream>, max: usize) -> Result<Vec<u8>, HttpError> {
-    let mut buf = vec![0u8; max];
-    let n = r.read(&mut buf).map_err(io_error)?;
-    buf.truncate(n);
-    Ok(buf)
+    let available = r.fill_buf().map_err(io_error)?;
+    let n = available.len().min(max);
+    let out = available[..n].to_vec();
+    r.consume(n);
+    Ok(out)
 }

@@ -350,7 +350,9 @@ async fn handle(
         .collect();
     let empty = body.is_end_stream();
     let (tx, rx) = mpsc::channel(REQUEST_CHUNKS_IN_FLIGHT);
-    tokio::spawn(feed_request_body(body, tx));
+    if !empty {
+        tokio::spawn(feed_request_body(body, tx));
+    }
     let mut client_body = ClientBody {
         chunks: rx,
         empty,
@@ -420,6 +422,8 @@ pub async fn serve_on(listener: TcpListener, sim: Arc<Sim>) -> Result<()> {
     let conns = AtomicUsize::new(0);
     loop {
         let (stream, peer) = listener.accept().await?;
+        // As Envoy does: a response head and its body must not wait on Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
         // Like Envoy, a connection is owned by one worker for its lifetime.
         let worker = conns.fetch_add(1, Ordering::Relaxed) % sim.workers();
         let sim = sim.clone();

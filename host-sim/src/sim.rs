@@ -729,15 +729,7 @@ impl Sim {
             }
             (SlotState::Healthy, true) => {
                 let mut rec = SimResponse::default();
-                match self.run_stream(
-                    &mut slot,
-                    &req,
-                    body,
-                    n,
-                    upstream,
-                    sink,
-                    &mut rec,
-                ) {
+                match self.run_stream(&mut slot, &req, body, n, upstream, sink, &mut rec) {
                     Ok(()) => rec,
                     Err(trap) => {
                         if let Some(vm) = slot.vm.as_mut() {

@@ -32,6 +32,8 @@ pub struct ForwardPlan {
     pub body_check: Option<BodyCheck>,
     /// Headers to add to the response (e.g. `RateLimit`), local replies excluded.
     pub response_headers: Vec<(String, String)>,
+    /// 0–100, from velocity rules (and later screens); goes into the usage record.
+    pub risk_score: u32,
 }
 
 /// What the body phase has to check, carried from the headers phase.

@@ -54,8 +54,13 @@ pub const AUTH_METHOD: &str = "x-tollgate-auth";
 /// Names of shadow-mode limits this request would have exceeded.
 pub const SHADOW_LIMITED: &str = "x-tollgate-shadow-limited";
 
+/// Names of velocity rules that flagged this request as part of a rate spike.
+pub const VELOCITY: &str = "x-tollgate-velocity";
+/// The request's risk score, 0–100, when a screen raised it.
+pub const RISK_SCORE: &str = "x-tollgate-risk-score";
+
 /// Every header Tollgate sets itself; policy-defined headers may not reuse these names.
-pub const RESERVED: [&str; 9] = [
+pub const RESERVED: [&str; 11] = [
     CLUSTER,
     ROUTE,
     REQUEST_ID,
@@ -65,4 +70,6 @@ pub const RESERVED: [&str; 9] = [
     KEY_ID,
     AUTH_METHOD,
     SHADOW_LIMITED,
+    VELOCITY,
+    RISK_SCORE,
 ];

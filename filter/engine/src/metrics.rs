@@ -25,10 +25,14 @@ pub enum Counter {
     LimiterFailOpen,
     /// Buckets evicted to keep the key table bounded.
     LimiterEvictions,
+    /// Requests a velocity rule flagged as part of a rate spike (forwarded, marked).
+    VelocityFlagged,
+    /// Requests refused 429 by a blocking velocity rule.
+    VelocityBlocked,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 13] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -40,6 +44,8 @@ impl Counter {
         Counter::ShadowLimited,
         Counter::LimiterFailOpen,
         Counter::LimiterEvictions,
+        Counter::VelocityFlagged,
+        Counter::VelocityBlocked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +61,8 @@ impl Counter {
             Counter::ShadowLimited => "tollgate_shadow_limited_total",
             Counter::LimiterFailOpen => "tollgate_limiter_fail_open_total",
             Counter::LimiterEvictions => "tollgate_limiter_evictions_total",
+            Counter::VelocityFlagged => "tollgate_velocity_flagged_total",
+            Counter::VelocityBlocked => "tollgate_velocity_blocked_total",
         }
     }
 
@@ -72,6 +80,8 @@ impl Counter {
             Counter::ShadowLimited => 8,
             Counter::LimiterFailOpen => 9,
             Counter::LimiterEvictions => 10,
+            Counter::VelocityFlagged => 11,
+            Counter::VelocityBlocked => 12,
         }
     }
 }

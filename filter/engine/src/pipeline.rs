@@ -76,6 +76,7 @@ impl Engine {
             counters,
             body_check: None,
             response_headers: Vec::new(),
+            risk_score: 0,
         };
 
         if let Some(route_auth) = &route.auth {
@@ -99,50 +100,32 @@ impl Engine {
                 }
             }
         }
-        if !route.limits.is_empty() {
-            let limits = &self.policy.rate_limits;
+        let limits = &self.policy.rate_limits;
+        if !route.limits.is_empty() || !limits.velocity.is_empty() {
+            // Lent to the checks, which also add to the plan.
+            let identity = plan.identity.take();
             let client_ip =
                 crate::limits::client_ip(&request, request.peer(), limits.xff_trusted_hops);
             let input = crate::limits::LimitInput {
                 request: &request,
-                identity: plan.identity.as_deref(),
+                identity: identity.as_deref(),
                 route_name: &route.name,
                 client_ip: client_ip.as_deref(),
             };
-            let outcome = limits.check(&route.limits, &input, now_ms, store);
-            let headers = crate::limits::headers(&outcome, limits.legacy_headers);
-            if outcome.store_errors > 0 {
-                plan.counters
-                    .push((Counter::LimiterFailOpen, outcome.store_errors));
-            }
-            if outcome.evictions > 0 {
-                plan.counters
-                    .push((Counter::LimiterEvictions, outcome.evictions));
-            }
-            if let Some((name, retry_after_ms)) = &outcome.denied {
-                plan.counters.push((Counter::RateLimited, 1));
-                let message = format!("rate limit {name:?} exceeded");
-                let mut reply =
-                    LocalReply::json_error(429, "rate_limited", &message, &plan.request_id);
-                reply.headers.push((
-                    "retry-after".to_string(),
-                    retry_after_ms.div_ceil(1000).max(1).to_string(),
-                ));
-                reply.headers.extend(headers);
-                reply.counters = plan.counters;
-                reply.detail = Some("rate_limited");
+            // Spikes are measured on demand, before limits refuse any of it; a blocked spike
+            // takes no tokens from the limits.
+            if !limits.velocity.is_empty()
+                && let Some(reply) = self.check_velocity(&input, now_ms, store, &mut plan)
+            {
                 return Decision::Reply(reply);
             }
-            if !outcome.shadow_denied.is_empty() {
-                plan.counters.push((Counter::ShadowLimited, 1));
-                plan.set_headers.push((
-                    crate::headers::SHADOW_LIMITED.to_string(),
-                    outcome.shadow_denied.join(","),
-                ));
+            if !route.limits.is_empty()
+                && let Some(reply) =
+                    self.check_limits(&route.limits, &input, now_ms, store, &mut plan)
+            {
+                return Decision::Reply(reply);
             }
-            if limits.headers_on_allowed {
-                plan.response_headers = headers;
-            }
+            plan.identity = identity;
         }
         if let Some(verifier) = &route.webhook {
             match verifier.read_headers(&request, now_ms) {
@@ -206,6 +189,100 @@ impl Engine {
     /// Response-header phase: headers to set on every response, local replies included.
     pub fn response_headers(&self, request_id: &str) -> [(&'static str, String); 1] {
         [(REQUEST_ID, request_id.to_string())]
+    }
+
+    /// The route's limits; `Some` is the 429 to send.
+    fn check_limits(
+        &self,
+        route_limits: &[crate::limits::RouteLimit],
+        input: &crate::limits::LimitInput<'_>,
+        now_ms: u64,
+        store: &dyn SharedData,
+        plan: &mut ForwardPlan,
+    ) -> Option<LocalReply> {
+        let limits = &self.policy.rate_limits;
+        let outcome = limits.check(route_limits, input, now_ms, store);
+        let headers = crate::limits::headers(&outcome, limits.legacy_headers);
+        if outcome.store_errors > 0 {
+            plan.counters
+                .push((Counter::LimiterFailOpen, outcome.store_errors));
+        }
+        if outcome.evictions > 0 {
+            plan.counters
+                .push((Counter::LimiterEvictions, outcome.evictions));
+        }
+        if let Some((name, retry_after_ms)) = &outcome.denied {
+            plan.counters.push((Counter::RateLimited, 1));
+            let message = format!("rate limit {name:?} exceeded");
+            let mut reply = LocalReply::json_error(429, "rate_limited", &message, &plan.request_id);
+            reply.headers.push((
+                "retry-after".to_string(),
+                retry_after_ms.div_ceil(1000).max(1).to_string(),
+            ));
+            reply.headers.extend(headers);
+            reply.counters = std::mem::take(&mut plan.counters);
+            reply.detail = Some("rate_limited");
+            return Some(reply);
+        }
+        if !outcome.shadow_denied.is_empty() {
+            plan.counters.push((Counter::ShadowLimited, 1));
+            plan.set_headers.push((
+                crate::headers::SHADOW_LIMITED.to_string(),
+                outcome.shadow_denied.join(","),
+            ));
+        }
+        if limits.headers_on_allowed {
+            plan.response_headers = headers;
+        }
+        None
+    }
+
+    /// Velocity (spike) rules: flags go to the origin as headers and into the risk score;
+    /// `Some` is the 429 for a blocking rule.
+    fn check_velocity(
+        &self,
+        input: &crate::limits::LimitInput<'_>,
+        now_ms: u64,
+        store: &dyn SharedData,
+        plan: &mut ForwardPlan,
+    ) -> Option<LocalReply> {
+        let rules = &self.policy.rate_limits.velocity;
+        let outcome = crate::limits::velocity::check(rules, input, now_ms, store);
+        if outcome.store_errors > 0 {
+            plan.counters
+                .push((Counter::LimiterFailOpen, outcome.store_errors));
+        }
+        if outcome.evictions > 0 {
+            plan.counters
+                .push((Counter::LimiterEvictions, outcome.evictions));
+        }
+        if outcome.flagged.is_empty() {
+            return None;
+        }
+        plan.risk_score = plan.risk_score.saturating_add(outcome.risk_score).min(100);
+        if let Some((name, retry_after_ms)) = &outcome.blocked {
+            plan.counters.push((Counter::VelocityBlocked, 1));
+            let message = format!("request rate spike {name:?}: slow down");
+            let mut reply =
+                LocalReply::json_error(429, "velocity_exceeded", &message, &plan.request_id);
+            reply.headers.push((
+                "retry-after".to_string(),
+                retry_after_ms.div_ceil(1000).max(1).to_string(),
+            ));
+            reply.counters = std::mem::take(&mut plan.counters);
+            reply.detail = Some("velocity_exceeded");
+            return Some(reply);
+        }
+        plan.counters.push((Counter::VelocityFlagged, 1));
+        plan.set_headers.push((
+            crate::headers::VELOCITY.to_string(),
+            outcome.flagged.join(","),
+        ));
+        plan.set_headers.push((
+            crate::headers::RISK_SCORE.to_string(),
+            plan.risk_score.to_string(),
+        ));
+        None
     }
 
     fn request_id_for(&self, request: &RequestHead) -> String {

@@ -278,6 +278,81 @@ routes:
 }
 
 #[test]
+fn velocity_spikes_are_flagged_and_blocked_in_wasm() {
+    let policy = r#"version: 1
+rate_limits:
+  velocity:
+    - { name: device-spike, key: ["header:x-device"], short_window: 10s, long_window: 10m, min_requests: 10, risk_score: 30 }
+    - { name: card-burst, key: ["header:x-card"], short_window: 1m, long_window: 1h, min_requests: 5, block: true }
+routes:
+  - { name: api, cluster: origin }
+"#;
+    // A device at one request every 10 s for 10 minutes, then 30 in three seconds over 3
+    // workers; a card paying 6 times in 6 seconds.
+    let mut lines: Vec<Value> = (0..60)
+        .map(|i| {
+            line(
+                T0_MS + i * 10_000,
+                i as usize % 3,
+                "GET",
+                "/x",
+                json!([["x-device", "d1"]]),
+            )
+        })
+        .collect();
+    let spike_start = T0_MS + 600_000;
+    lines.extend((0..30).map(|i| {
+        line(
+            spike_start + i * 100,
+            i as usize % 3,
+            "GET",
+            "/x",
+            json!([["x-device", "d1"]]),
+        )
+    }));
+    lines.extend((0..6).map(|i| {
+        line(
+            spike_start + 10_000 + i * 1000,
+            i as usize % 3,
+            "POST",
+            "/pay",
+            json!([["x-card", "c1"]]),
+        )
+    }));
+    let out = run(policy, 3, &lines);
+    let flagged = |o: &Value| {
+        header(&o["upstream_request"]["headers"], "x-tollgate-velocity").map(str::to_string)
+    };
+    assert!(
+        out[30..60].iter().all(|o| flagged(o).is_none()),
+        "a steady device is never flagged"
+    );
+    let first = out[60..90].iter().position(|o| flagged(o).is_some());
+    assert!(matches!(first, Some(i) if i < 25), "{first:?}");
+    let spiked = &out[89];
+    assert_eq!(spiked["status"], 200, "flag-only rules forward");
+    assert_eq!(flagged(spiked).as_deref(), Some("device-spike"));
+    assert_eq!(
+        header(
+            &spiked["upstream_request"]["headers"],
+            "x-tollgate-risk-score"
+        ),
+        Some("30")
+    );
+    assert!(out[90..94].iter().all(|o| o["status"] == 200));
+    let blocked = &out[95];
+    assert_eq!(blocked["status"], 429, "{blocked}");
+    assert_eq!(blocked["upstream_called"], false);
+    assert_eq!(header(&blocked["headers"], "retry-after"), Some("60"));
+    assert!(
+        blocked["body"]
+            .as_str()
+            .unwrap()
+            .contains("velocity_exceeded")
+    );
+}
+
+#[test]
 fn jwt_vectors_hold_in_wasm() {
     let vectors: Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("filter/engine/tests/vectors/jwt.json")).unwrap(),

@@ -3,6 +3,7 @@
 use std::num::NonZeroU64;
 
 use super::gcra::Quota;
+use super::velocity::VelocityRule;
 use super::{KeyPart, Limit, RateLimits, RateSource, RouteLimit};
 use crate::policy::compile::Errors;
 use crate::policy::document::{RateLimitsDocument, RouteLimitDocument};
@@ -23,6 +24,111 @@ fn parse_period(text: &str) -> Option<NonZeroU64> {
         _ => return None,
     };
     NonZeroU64::new(n.checked_mul(ms)?)
+}
+
+/// A limit's or detector's `key` list.
+fn parse_key(parts: &[String], at: &str, errors: &mut Errors) -> Vec<KeyPart> {
+    if parts.is_empty() {
+        errors.push(format!("{at}.key"), "list at least one key part (tenant, user, client_ip, key_id, route, header:<name>, claim:<path>)");
+    }
+    let mut key = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        let parsed = match part.as_str() {
+            "tenant" => Some(KeyPart::Tenant),
+            "user" => Some(KeyPart::User),
+            "client_ip" => Some(KeyPart::ClientIp),
+            "key_id" => Some(KeyPart::KeyId),
+            "route" => Some(KeyPart::Route),
+            other => match other.split_once(':') {
+                Some(("header", h))
+                    if crate::headers::is_valid_header_name(&h.to_ascii_lowercase()) =>
+                {
+                    Some(KeyPart::Header(h.to_ascii_lowercase()))
+                }
+                Some(("claim", c)) if !c.is_empty() => Some(KeyPart::Claim(c.to_string())),
+                _ => None,
+            },
+        };
+        match parsed {
+            Some(p) => key.push(p),
+            None => errors.push(format!("{at}.key[{j}]"), format!("{part:?} is not one of tenant, user, client_ip, key_id, route, header:<name>, claim:<path>")),
+        }
+    }
+    key
+}
+
+/// Names become shared-data keys and header values.
+fn check_name(name: &str, at: &str, errors: &mut Errors) -> bool {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    if !ok {
+        errors.push(
+            format!("{at}.name"),
+            format!("{name:?} may contain only letters, digits, '-' and '_'"),
+        );
+    }
+    ok
+}
+
+fn compile_velocity(
+    doc: &crate::policy::document::VelocityDocument,
+    at: &str,
+    errors: &mut Errors,
+) -> Option<VelocityRule> {
+    let window = |text: &Option<String>, default: u64, field: &str, errors: &mut Errors| match text
+    {
+        None => Some(default),
+        Some(t) => match parse_period(t) {
+            Some(p) => Some(p.get()),
+            None => {
+                errors.push(
+                    format!("{at}.{field}"),
+                    format!("{t:?} is not a period like 10s, 1m or 1h"),
+                );
+                None
+            }
+        },
+    };
+    let short = window(&doc.short_window, 10_000, "short_window", errors);
+    let long = window(&doc.long_window, 600_000, "long_window", errors);
+    if let (Some(s), Some(l)) = (short, long)
+        && s >= l
+    {
+        errors.push(
+            format!("{at}.long_window"),
+            "must be longer than short_window",
+        );
+    }
+    let ratio = doc.ratio.unwrap_or(5.0);
+    if !(ratio.is_finite() && ratio > 1.0) {
+        errors.push(format!("{at}.ratio"), "must be a number greater than 1");
+    }
+    let risk_score = doc.risk_score.unwrap_or(50);
+    if risk_score > 100 {
+        errors.push(format!("{at}.risk_score"), "must be between 0 and 100");
+    }
+    let min_requests = doc.min_requests.unwrap_or(20);
+    if min_requests == 0 {
+        errors.push(format!("{at}.min_requests"), "must be > 0");
+    }
+    let max_keys = doc.max_keys.unwrap_or(65_536);
+    if max_keys < 4 {
+        errors.push(format!("{at}.max_keys"), "must be at least 4");
+    }
+    let key = parse_key(&doc.key, at, errors);
+    Some(VelocityRule {
+        name: doc.name.clone(),
+        key,
+        short_window_ms: short?,
+        long_window_ms: long?,
+        ratio,
+        min_requests: f64::from(min_requests),
+        block: doc.block,
+        risk_score,
+        slots: (max_keys / 4).max(1),
+    })
 }
 
 fn quota(
@@ -117,48 +223,13 @@ pub(crate) fn compile_rate_limits(
     }
     for (i, l) in doc.limits.iter().enumerate() {
         let at = format!("rate_limits.limits[{i}]");
-        if l.name.is_empty()
-            || !l
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-        {
-            errors.push(
-                format!("{at}.name"),
-                format!("{:?} may contain only letters, digits, '-' and '_'", l.name),
-            );
-        } else if out.limits.iter().any(|o| o.name == l.name) {
+        if check_name(&l.name, &at, errors) && out.limits.iter().any(|o| o.name == l.name) {
             errors.push(
                 format!("{at}.name"),
                 format!("duplicate limit name {:?}", l.name),
             );
         }
-        if l.key.is_empty() {
-            errors.push(format!("{at}.key"), "list at least one key part (tenant, user, client_ip, key_id, route, header:<name>, claim:<path>)");
-        }
-        let mut key = Vec::new();
-        for (j, part) in l.key.iter().enumerate() {
-            let parsed = match part.as_str() {
-                "tenant" => Some(KeyPart::Tenant),
-                "user" => Some(KeyPart::User),
-                "client_ip" => Some(KeyPart::ClientIp),
-                "key_id" => Some(KeyPart::KeyId),
-                "route" => Some(KeyPart::Route),
-                other => match other.split_once(':') {
-                    Some(("header", h))
-                        if crate::headers::is_valid_header_name(&h.to_ascii_lowercase()) =>
-                    {
-                        Some(KeyPart::Header(h.to_ascii_lowercase()))
-                    }
-                    Some(("claim", c)) if !c.is_empty() => Some(KeyPart::Claim(c.to_string())),
-                    _ => None,
-                },
-            };
-            match parsed {
-                Some(p) => key.push(p),
-                None => errors.push(format!("{at}.key[{j}]"), format!("{part:?} is not one of tenant, user, client_ip, key_id, route, header:<name>, claim:<path>")),
-            }
-        }
+        let key = parse_key(&l.key, &at, errors);
         let rate = if l.plan {
             if l.rate.is_some() || l.per.is_some() || l.burst.is_some() {
                 errors.push(
@@ -185,6 +256,18 @@ pub(crate) fn compile_rate_limits(
                 shadow: l.shadow,
                 slots: (max_keys / 4).max(1),
             });
+        }
+    }
+    for (i, v) in doc.velocity.iter().enumerate() {
+        let at = format!("rate_limits.velocity[{i}]");
+        if check_name(&v.name, &at, errors) && out.velocity.iter().any(|o| o.name == v.name) {
+            errors.push(
+                format!("{at}.name"),
+                format!("duplicate velocity rule name {:?}", v.name),
+            );
+        }
+        if let Some(rule) = compile_velocity(v, &at, errors) {
+            out.velocity.push(rule);
         }
     }
     out

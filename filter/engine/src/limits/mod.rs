@@ -10,6 +10,7 @@
 
 mod compile;
 pub mod gcra;
+pub mod velocity;
 
 use std::hash::{Hash, Hasher};
 
@@ -60,6 +61,8 @@ pub struct RateLimits {
     pub headers_on_allowed: bool,
     pub legacy_headers: bool,
     pub xff_trusted_hops: u32,
+    /// Spike detectors, applied to every request that has their key.
+    pub velocity: Vec<velocity::VelocityRule>,
 }
 
 /// A limit a route applies, with its cost.
@@ -144,7 +147,7 @@ impl RateLimits {
                     None => continue,
                 },
             };
-            let Some(key) = bucket_key(limit, input) else {
+            let Some(key) = bucket_key(&limit.key, input) else {
                 continue;
             };
             match take(limit, &quota, &key, route_limit.cost, now_ms, store) {
@@ -187,11 +190,11 @@ impl RateLimits {
     }
 }
 
-/// The bucket identity: the limit's key parts, in order, separated by a byte that cannot
+/// The bucket identity: the key parts, in order, separated by a byte that cannot
 /// appear in header values. `None` when a part is missing.
-fn bucket_key(limit: &Limit, input: &LimitInput<'_>) -> Option<String> {
+fn bucket_key(parts: &[KeyPart], input: &LimitInput<'_>) -> Option<String> {
     let mut key = String::new();
-    for part in &limit.key {
+    for part in parts {
         let value: String = match part {
             KeyPart::Tenant => input.identity?.tenant.clone()?,
             KeyPart::User => input.identity?.user.clone()?,

@@ -347,6 +347,41 @@ pub struct RateLimitsDocument {
     /// Where the client IP comes from.
     #[serde(default)]
     pub client_ip: Option<ClientIpDocument>,
+    /// Spike detectors: flag (or block) a key whose short-window rate jumps far above its
+    /// long-window rate. Each applies to every request that has its key.
+    #[serde(default)]
+    pub velocity: Vec<VelocityDocument>,
+}
+
+/// One spike detector.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VelocityDocument {
+    pub name: String,
+    /// What is counted together, as for limits: `tenant`, `key_id`, `user`, `client_ip`,
+    /// `route`, `header:<name>`, `claim:<path>`.
+    pub key: Vec<String>,
+    /// The recent window (default `10s`).
+    #[serde(default)]
+    pub short_window: Option<String>,
+    /// The baseline window (default `10m`); longer than `short_window`.
+    #[serde(default)]
+    pub long_window: Option<String>,
+    /// How many times its long-window rate the short-window rate must reach (default 5).
+    #[serde(default)]
+    pub ratio: Option<f64>,
+    /// Requests the short window must hold before anything is flagged (default 20).
+    #[serde(default)]
+    pub min_requests: Option<u32>,
+    /// Added to the request's risk score (0–100) when flagged (default 50).
+    #[serde(default)]
+    pub risk_score: Option<u32>,
+    /// Refuse flagged requests with 429 instead of only marking them (default false).
+    #[serde(default)]
+    pub block: bool,
+    /// Most keys tracked at once (default 65536); beyond it the least active is evicted.
+    #[serde(default)]
+    pub max_keys: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
