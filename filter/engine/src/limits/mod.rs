@@ -226,7 +226,9 @@ fn fingerprint(text: &str) -> u64 {
 
 fn quota_tag(q: &Quota) -> u64 {
     // Buckets are in rate-scaled ticks: a changed quota must not reuse old state.
-    fingerprint(&format!("{}/{}/{}", q.rate, q.period_ms, q.burst))
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (q.rate.get(), q.period_ms.get(), q.burst.get()).hash(&mut h);
+    h.finish()
 }
 
 fn decode(value: &[u8]) -> Vec<(u64, u128)> {
