@@ -54,8 +54,12 @@ pub const AUTH_METHOD: &str = "x-tollgate-auth";
 /// Names of shadow-mode limits this request would have exceeded.
 pub const SHADOW_LIMITED: &str = "x-tollgate-shadow-limited";
 
+/// WAF matches that did not block (detect-only, or below the threshold): score, action
+/// and rule ids, for the origin.
+pub const WAF: &str = "x-tollgate-waf";
+
 /// Every header Tollgate sets itself; policy-defined headers may not reuse these names.
-pub const RESERVED: [&str; 9] = [
+pub const RESERVED: [&str; 10] = [
     CLUSTER,
     ROUTE,
     REQUEST_ID,
@@ -65,4 +69,5 @@ pub const RESERVED: [&str; 9] = [
     KEY_ID,
     AUTH_METHOD,
     SHADOW_LIMITED,
+    WAF,
 ];

@@ -25,10 +25,18 @@ pub enum Counter {
     LimiterFailOpen,
     /// Buckets evicted to keep the key table bounded.
     LimiterEvictions,
+    /// Requests refused 403 by the WAF.
+    WafBlocked,
+    /// Requests the WAF would have blocked in `detect_only` mode (forwarded, marked).
+    WafDetected,
+    /// Requests with WAF matches below the threshold (forwarded, marked).
+    WafMatched,
+    /// Bodies longer than the WAF inspects, forwarded after inspecting their prefix.
+    WafBodyTruncated,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 15] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -40,6 +48,10 @@ impl Counter {
         Counter::ShadowLimited,
         Counter::LimiterFailOpen,
         Counter::LimiterEvictions,
+        Counter::WafBlocked,
+        Counter::WafDetected,
+        Counter::WafMatched,
+        Counter::WafBodyTruncated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +67,10 @@ impl Counter {
             Counter::ShadowLimited => "tollgate_shadow_limited_total",
             Counter::LimiterFailOpen => "tollgate_limiter_fail_open_total",
             Counter::LimiterEvictions => "tollgate_limiter_evictions_total",
+            Counter::WafBlocked => "tollgate_waf_blocked_total",
+            Counter::WafDetected => "tollgate_waf_detected_total",
+            Counter::WafMatched => "tollgate_waf_matched_total",
+            Counter::WafBodyTruncated => "tollgate_waf_body_truncated_total",
         }
     }
 
@@ -72,6 +88,10 @@ impl Counter {
             Counter::ShadowLimited => 8,
             Counter::LimiterFailOpen => 9,
             Counter::LimiterEvictions => 10,
+            Counter::WafBlocked => 11,
+            Counter::WafDetected => 12,
+            Counter::WafMatched => 13,
+            Counter::WafBodyTruncated => 14,
         }
     }
 }
