@@ -25,14 +25,14 @@ routes:
 const FAMILIES: &[(&str, &str, f64, f64)] = &[
     ("REQUEST-913", "scanner", 100.0, 0.0),
     ("REQUEST-920", "protocol", 8.0, 6.0),
-    ("REQUEST-921", "protocol-attack", 14.0, 3.0),
-    ("REQUEST-930", "lfi", 31.0, 7.0),
-    ("REQUEST-931", "rfi", 22.0, 0.0),
-    ("REQUEST-932", "rce", 19.0, 9.0),
-    ("REQUEST-933", "php", 38.0, 8.0),
-    ("REQUEST-941", "xss", 41.0, 6.0),
-    ("REQUEST-942", "sqli", 31.0, 7.0),
-    ("REQUEST-944", "java", 32.0, 0.0),
+    ("REQUEST-921", "protocol-attack", 17.0, 3.0),
+    ("REQUEST-930", "lfi", 34.0, 7.0),
+    ("REQUEST-931", "rfi", 27.0, 0.0),
+    ("REQUEST-932", "rce", 20.0, 9.0),
+    ("REQUEST-933", "php", 41.0, 8.0),
+    ("REQUEST-941", "xss", 47.0, 6.0),
+    ("REQUEST-942", "sqli", 37.0, 9.0),
+    ("REQUEST-944", "java", 46.0, 0.0),
 ];
 
 fn corpus_dir() -> PathBuf {

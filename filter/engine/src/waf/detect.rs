@@ -30,6 +30,8 @@ const SQLI: &[&str] = &[
     // quote or number, then a comment or a statement terminator
     r#"['"`]\s*\)*\s*(?:--(?:\s|$|-)|#|/\*|;\s*(?:--|#|$))"#,
     r#"(?:^|\s)-?\d+\s*\)*\s*(?:--\s*$|#\s*$|;\s*--)"#,
+    // a quote, a few more tokens, then a comment that ends the value: x'-email--
+    r#"['"`][^'"`]{0,40}--\s*$"#,
     // stacked statements
     r"(?:^|[;'\x22)])\s*;?\s*(?:drop|truncate|alter|create)\s+(?:table|database|schema|user|procedure|function|view|index)\b",
     r"[;'\x22)]\s*(?:insert\s+into|delete\s+from|update\s+[\w.`\x22\[\]]+\s+set|exec(?:ute)?\s+(?:master\.|xp_|sp_|\w+\s*@|\()|declare\s+@|shutdown\b|waitfor\s+delay|select\b|grant\s|revoke\s|load\s+data|copy\s+\w+\s+(?:from|to)\b)",

@@ -118,6 +118,10 @@ impl<'a> BodyInputs<'a> {
                 // one value, rather than nothing.
                 Err(_) => json.push((String::new(), String::from_utf8_lossy(raw).into_owned())),
             }
+        } else if content_type.windows(3).any(|w| w == b"xml")
+            || (content_type.is_empty() && trim(raw).starts_with(b"<?xml"))
+        {
+            xml_values(raw, &mut json);
         } else if content_type.starts_with(b"application/x-www-form-urlencoded")
             || content_type.is_empty()
         {
@@ -134,6 +138,49 @@ impl<'a> BodyInputs<'a> {
             form,
             total_length,
         }
+    }
+}
+
+/// XML without a parser: attribute values and text between tags (entities decoded),
+/// as nameless leaves. Enough for rules to see what an XML body carries.
+fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String)>) {
+    let text = String::from_utf8_lossy(raw);
+    let mut push = |v: &str| {
+        let v = v.trim();
+        if !v.is_empty() && leaves.len() < MAX_ITEMS {
+            let decoded = super::transform::html_entity_decode(v.as_bytes());
+            leaves.push((
+                String::new(),
+                String::from_utf8_lossy(&decoded).into_owned(),
+            ));
+        }
+    };
+    let mut in_tag = false;
+    let mut quote: Option<char> = None;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        match (in_tag, quote, c) {
+            (false, _, '<') => {
+                push(text.get(start..i).unwrap_or(""));
+                in_tag = true;
+            }
+            (true, None, '"' | '\'') => {
+                quote = Some(c);
+                start = i + 1;
+            }
+            (true, Some(q), c) if c == q => {
+                push(text.get(start..i).unwrap_or(""));
+                quote = None;
+            }
+            (true, None, '>') => {
+                in_tag = false;
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if !in_tag {
+        push(text.get(start..).unwrap_or(""));
     }
 }
 
@@ -199,6 +246,13 @@ mod tests {
         assert_eq!(body.json[0].0, "a.b.c");
         assert_eq!(body.json[1].1.as_ref(), b"2");
         assert_eq!(body.json_names, ["a", "b", "c", "c", "d"]);
+        let xml = BodyInputs::new(
+            "application/xml",
+            br#"<?xml version="1.0"?><r><a p="&lt;b&gt;">t x</a></r>"#,
+            10,
+        );
+        let values: Vec<&[u8]> = xml.json.iter().map(|(_, v)| v.as_ref()).collect();
+        assert_eq!(values, [&b"1.0"[..], b"<b>", b"t x"]);
         let form = BodyInputs::new("application/x-www-form-urlencoded", b"q=%3Cb%3E&n=1", 10);
         assert_eq!(form.form[0].1.as_ref(), b"<b>");
     }
