@@ -28,7 +28,7 @@ const FAMILIES: &[(&str, &str, f64, f64)] = &[
     ("REQUEST-921", "protocol-attack", 17.0, 3.0),
     ("REQUEST-930", "lfi", 34.0, 7.0),
     ("REQUEST-931", "rfi", 27.0, 0.0),
-    ("REQUEST-932", "rce", 20.0, 9.0),
+    ("REQUEST-932", "rce", 21.0, 9.0),
     ("REQUEST-933", "php", 41.0, 8.0),
     ("REQUEST-941", "xss", 47.0, 6.0),
     ("REQUEST-942", "sqli", 37.0, 9.0),

@@ -148,7 +148,11 @@ impl Detectors {
             WafDetector::PathTraversal => {
                 self.check(&self.traversal, TRAVERSAL_NEEDS, value, false)
             }
-            WafDetector::CommandInjection => self.check(&self.command, COMMAND_NEEDS, value, false),
+            WafDetector::CommandInjection => {
+                self.check(&self.command, COMMAND_NEEDS, value, false)
+                    || (value.iter().any(|b| SHELL_NOISE.contains(b))
+                        && self.check(&self.command, COMMAND_NEEDS, &shell_unquote(value), false))
+            }
         }
     }
 
@@ -165,6 +169,25 @@ impl Detectors {
         };
         set.is_match(&normalised)
     }
+}
+
+/// Characters a shell drops inside a word (`c''at`, `c\at`, `c$@at`, `c^at` in cmd).
+const SHELL_NOISE: &[u8] = b"'\"\\^$";
+
+/// The word as the shell would see it: quotes, backslashes, carets and empty
+/// expansions (`$@`, `$*`, `$!`) removed, so `c$@at /e\tc/pa''sswd` reads `cat /etc/passwd`.
+fn shell_unquote(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while let Some(&b) = value.get(i) {
+        match b {
+            b'\'' | b'"' | b'\\' | b'^' => {}
+            b'$' if matches!(value.get(i + 1), Some(b'@' | b'*' | b'!')) => i += 1,
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// A `%` not followed by two hex digits, or `%u` by four.
@@ -253,6 +276,11 @@ mod tests {
             b"Tom & Jerry; cat food is tasty"
         ));
         assert!(!d.detect(WafDetector::CommandInjection, b"R&D / sales"));
+        assert!(d.detect(WafDetector::CommandInjection, b"x;c$@at /e\\tc/pa''sswd"));
+        assert!(!d.detect(
+            WafDetector::CommandInjection,
+            b"O'Reilly & Sons; \"cat\" food"
+        ));
     }
 
     #[test]
