@@ -171,14 +171,18 @@ impl Detectors {
         if value.len() < 2 || !value.iter().any(|b| needs[usize::from(*b)]) {
             return false;
         }
-        let lower = value.to_ascii_lowercase();
-        let normalised = if sql {
-            let without = transform::remove_comments(&lower);
-            transform::compress_whitespace(&without).into_owned()
+        // Borrowed all the way for the common value: already lower case, single spaces.
+        let lower: std::borrow::Cow<'_, [u8]> = if value.iter().any(u8::is_ascii_uppercase) {
+            std::borrow::Cow::Owned(value.to_ascii_lowercase())
         } else {
-            transform::compress_whitespace(&lower).into_owned()
+            std::borrow::Cow::Borrowed(value)
         };
-        set.is_match(&normalised)
+        if sql {
+            let without = transform::remove_comments(&lower);
+            set.is_match(&transform::compress_whitespace(&without))
+        } else {
+            set.is_match(&transform::compress_whitespace(&lower))
+        }
     }
 }
 

@@ -109,7 +109,7 @@ pub struct WafConditionDocument {
     /// `cookie_names`, `cookie:<name>`, `client_ip`; body phase: `body` (raw), `json`
     /// (every string, number and boolean leaf), `json_names`, `json:<a.b.c>` (arrays are
     /// walked), `form_values`, `form_names`, `form:<name>`, `body_length`; both phases:
-    /// `args` / `args_names` (query in the headers phase, form and JSON in the body phase).
+    /// `args` / `args_names` (query in the headers phase, form fields and JSON string leaves in the body phase).
     pub targets: Vec<String>,
     /// Applied in order to each value before the operator: `url_decode`,
     /// `url_decode_uni`, `url_decode_repeated`, `html_entity_decode`, `lowercase`,

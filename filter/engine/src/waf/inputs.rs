@@ -96,6 +96,9 @@ pub struct BodyInputs<'a> {
     pub raw: &'a [u8],
     /// JSON leaves: (dotted path, value as text).
     pub json: Vec<(String, Cow<'a, [u8]>)>,
+    /// Per leaf of `json`: a string (numbers and booleans cannot carry an injection, so
+    /// `args` skips them; `json` and `json:<path>` still see them).
+    pub json_is_text: Vec<bool>,
     pub json_names: Vec<String>,
     pub form: Vec<Pair<'a>>,
     /// The whole body's length (the inspected part may be a prefix).
@@ -106,7 +109,7 @@ impl<'a> BodyInputs<'a> {
     /// `content_type` in lower case, as carried from the header phase.
     pub fn new(content_type: &str, raw: &'a [u8], total_length: usize) -> Self {
         let content_type = content_type.as_bytes();
-        let mut json = Vec::new();
+        let mut json: Vec<(String, String, bool)> = Vec::new();
         let mut json_names = Vec::new();
         let mut form = Vec::new();
         let is_json = content_type.windows(4).any(|w| w == b"json");
@@ -116,7 +119,11 @@ impl<'a> BodyInputs<'a> {
                 Ok(value) => walk_json(&value, &mut String::new(), &mut json, &mut json_names),
                 // Malformed or cut at the inspection limit: rules still see it whole, as
                 // one value, rather than nothing.
-                Err(_) => json.push((String::new(), String::from_utf8_lossy(raw).into_owned())),
+                Err(_) => json.push((
+                    String::new(),
+                    String::from_utf8_lossy(raw).into_owned(),
+                    true,
+                )),
             }
         } else if content_type.windows(3).any(|w| w == b"xml")
             || (content_type.is_empty() && trim(raw).starts_with(b"<?xml"))
@@ -128,12 +135,14 @@ impl<'a> BodyInputs<'a> {
             // No content type: read it as a form, as browsers and most servers would.
             form = split_pairs(raw, b'&');
         }
+        let json_is_text = json.iter().map(|(_, _, text)| *text).collect();
         Self {
             raw,
             json: json
                 .into_iter()
-                .map(|(p, v)| (p, Cow::Owned(v.into_bytes())))
+                .map(|(p, v, _)| (p, Cow::Owned(v.into_bytes())))
                 .collect(),
+            json_is_text,
             json_names,
             form,
             total_length,
@@ -143,7 +152,7 @@ impl<'a> BodyInputs<'a> {
 
 /// XML without a parser: attribute values and text between tags (entities decoded),
 /// as nameless leaves. Enough for rules to see what an XML body carries.
-fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String)>) {
+fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String, bool)>) {
     let text = String::from_utf8_lossy(raw);
     let mut push = |v: &str| {
         let v = v.trim();
@@ -152,6 +161,7 @@ fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String)>) {
             leaves.push((
                 String::new(),
                 String::from_utf8_lossy(&decoded).into_owned(),
+                true,
             ));
         }
     };
@@ -187,7 +197,7 @@ fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String)>) {
 fn walk_json(
     value: &serde_json::Value,
     path: &mut String,
-    leaves: &mut Vec<(String, String)>,
+    leaves: &mut Vec<(String, String, bool)>,
     names: &mut Vec<String>,
 ) {
     use serde_json::Value;
@@ -215,9 +225,9 @@ fn walk_json(
                 walk_json(v, path, leaves, names);
             }
         }
-        Value::String(s) => leaves.push((path.clone(), s.clone())),
-        Value::Number(n) => leaves.push((path.clone(), n.to_string())),
-        Value::Bool(b) => leaves.push((path.clone(), b.to_string())),
+        Value::String(s) => leaves.push((path.clone(), s.clone(), true)),
+        Value::Number(n) => leaves.push((path.clone(), n.to_string(), false)),
+        Value::Bool(b) => leaves.push((path.clone(), b.to_string(), false)),
         Value::Null => {}
     }
 }

@@ -486,7 +486,11 @@ fn body_values(b: &BodyInputs<'_>, target: &Target, f: &mut dyn FnMut(&[u8])) {
             .for_each(|(_, v)| f(v)),
         Target::Args => {
             b.form.iter().for_each(|(_, v)| f(v));
-            b.json.iter().for_each(|(_, v)| f(v));
+            b.json
+                .iter()
+                .zip(&b.json_is_text)
+                .filter(|(_, text)| **text)
+                .for_each(|((_, v), _)| f(v));
         }
         Target::ArgsNames => {
             b.form.iter().for_each(|(n, _)| f(n));
