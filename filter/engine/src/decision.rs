@@ -34,15 +34,37 @@ pub struct ForwardPlan {
     pub response_headers: Vec<(String, String)>,
     /// 0–100, from velocity rules (and later screens); goes into the usage record.
     pub risk_score: u32,
+    /// WAF matches that did not block (for the log line); `None` when nothing matched.
+    pub waf: Option<Box<crate::waf::WafVerdict>>,
 }
 
 /// What the body phase has to check, carried from the headers phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyCheck {
     pub route: RouteId,
-    /// Largest body the check reads; beyond it the request gets 413.
+    /// Largest body the check reads; beyond it the request gets 413, unless
+    /// `inspect_prefix`.
     pub max_body_bytes: usize,
+    /// A longer body is not refused: its first `max_body_bytes` are checked and the whole
+    /// body is forwarded (WAF `over_limit: inspect_prefix`, never with a webhook).
+    pub inspect_prefix: bool,
     pub webhook: Option<crate::webhook::PendingSignature>,
+    /// The WAF's header-phase verdict, completed by the route's body rules.
+    pub waf: Option<crate::waf::WafPending>,
+}
+
+/// The outcome of the request-body phase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyDecision {
+    /// Let the request go on, after setting these request headers.
+    Forward {
+        set_headers: Vec<(String, String)>,
+        counters: Vec<(Counter, u64)>,
+        /// WAF matches that did not block (for the log line).
+        waf: Option<Box<crate::waf::WafVerdict>>,
+    },
+    /// Answer the client directly.
+    Reply(LocalReply),
 }
 
 /// A response generated at the edge: a status, headers and a JSON body.
@@ -55,6 +77,8 @@ pub struct LocalReply {
     pub counters: Vec<(Counter, u64)>,
     /// Why, for logs and metrics; never sent to the client.
     pub detail: Option<&'static str>,
+    /// The WAF's verdict when it blocked, for the log line; never sent to the client.
+    pub waf: Option<Box<crate::waf::WafVerdict>>,
 }
 
 impl LocalReply {
@@ -78,6 +102,7 @@ impl LocalReply {
             request_id: request_id.to_string(),
             counters: Vec::new(),
             detail: None,
+            waf: None,
         }
     }
 }

@@ -112,3 +112,55 @@ pub fn jwt_token(data: &[u8]) {
         &crate::MemorySharedData::default(),
     );
 }
+
+const WAF_POLICY: &str = r#"
+version: 1
+routes:
+  - name: r
+    cluster: c
+    waf: { rule_sets: [core, prompt-injection], max_body_bytes: 4096, over_limit: inspect_prefix }
+"#;
+
+/// Any bytes through every WAF transformation (output never longer than input), as a
+/// JSON, form and untyped body, and as the path, a cookie and a header of a request
+/// screened by the bundled rules in both phases.
+pub fn waf_inputs(data: &[u8]) {
+    use crate::waf::document::WafTransform as T;
+    for t in [
+        T::UrlDecode,
+        T::UrlDecodeUni,
+        T::UrlDecodeRepeated,
+        T::HtmlEntityDecode,
+        T::Lowercase,
+        T::NormalizePath,
+        T::RemoveNulls,
+        T::CompressWhitespace,
+        T::RemoveComments,
+        T::Base64Decode,
+    ] {
+        let out = crate::waf::transform::apply(&[t], data);
+        assert!(out.len() <= data.len(), "{t:?} grew its input");
+    }
+    let Ok(policy) = Policy::load(WAF_POLICY) else {
+        return;
+    };
+    let engine = Engine::new(policy, 1);
+    let text = String::from_utf8_lossy(data);
+    for content_type in ["application/json", "application/x-www-form-urlencoded", ""] {
+        let request = RequestHead::from_pairs([
+            (":method", "POST".to_string()),
+            (":path", format!("/x?{text}")),
+            (":authority", "a.example".to_string()),
+            ("cookie", text.to_string()),
+            ("user-agent", text.to_string()),
+            ("content-type", content_type.to_string()),
+        ]);
+        if let crate::Decision::Forward(plan) =
+            engine.on_request_headers(request, 0, &crate::MemorySharedData::default())
+            && let Some(check) = &plan.body_check
+        {
+            let inspected = data.get(..check.max_body_bytes).unwrap_or(data);
+            let _ = engine.on_request_body_decision(check, inspected, data.len(), "f");
+        }
+    }
+}

@@ -59,8 +59,12 @@ pub const VELOCITY: &str = "x-tollgate-velocity";
 /// The request's risk score, 0–100, when a screen raised it.
 pub const RISK_SCORE: &str = "x-tollgate-risk-score";
 
+/// WAF matches that did not block (detect-only, or below the threshold): score, action
+/// and rule ids, for the origin.
+pub const WAF: &str = "x-tollgate-waf";
+
 /// Every header Tollgate sets itself; policy-defined headers may not reuse these names.
-pub const RESERVED: [&str; 11] = [
+pub const RESERVED: [&str; 12] = [
     CLUSTER,
     ROUTE,
     REQUEST_ID,
@@ -72,4 +76,5 @@ pub const RESERVED: [&str; 11] = [
     SHADOW_LIMITED,
     VELOCITY,
     RISK_SCORE,
+    WAF,
 ];

@@ -19,9 +19,10 @@ pub mod request;
 pub mod request_id;
 pub mod routing;
 pub mod shared;
+pub mod waf;
 pub mod webhook;
 
-pub use decision::{BodyCheck, Decision, ForwardPlan, LocalReply};
+pub use decision::{BodyCheck, BodyDecision, Decision, ForwardPlan, LocalReply};
 pub use metrics::Counter;
 pub use pipeline::Engine;
 pub use policy::{Policy, PolicyError, PolicyErrors};

@@ -29,10 +29,18 @@ pub enum Counter {
     VelocityFlagged,
     /// Requests refused 429 by a blocking velocity rule.
     VelocityBlocked,
+    /// Requests refused 403 by the WAF.
+    WafBlocked,
+    /// Requests the WAF would have blocked in `detect_only` mode (forwarded, marked).
+    WafDetected,
+    /// Requests with WAF matches below the threshold (forwarded, marked).
+    WafMatched,
+    /// Bodies longer than the WAF inspects, forwarded after inspecting their prefix.
+    WafBodyTruncated,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -46,6 +54,10 @@ impl Counter {
         Counter::LimiterEvictions,
         Counter::VelocityFlagged,
         Counter::VelocityBlocked,
+        Counter::WafBlocked,
+        Counter::WafDetected,
+        Counter::WafMatched,
+        Counter::WafBodyTruncated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +75,10 @@ impl Counter {
             Counter::LimiterEvictions => "tollgate_limiter_evictions_total",
             Counter::VelocityFlagged => "tollgate_velocity_flagged_total",
             Counter::VelocityBlocked => "tollgate_velocity_blocked_total",
+            Counter::WafBlocked => "tollgate_waf_blocked_total",
+            Counter::WafDetected => "tollgate_waf_detected_total",
+            Counter::WafMatched => "tollgate_waf_matched_total",
+            Counter::WafBodyTruncated => "tollgate_waf_body_truncated_total",
         }
     }
 
@@ -82,6 +98,10 @@ impl Counter {
             Counter::LimiterEvictions => 10,
             Counter::VelocityFlagged => 11,
             Counter::VelocityBlocked => 12,
+            Counter::WafBlocked => 13,
+            Counter::WafDetected => 14,
+            Counter::WafMatched => 15,
+            Counter::WafBodyTruncated => 16,
         }
     }
 }

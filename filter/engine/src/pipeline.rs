@@ -2,7 +2,7 @@
 //! and what it returns; the adapter only applies the result.
 
 use crate::auth::{AuthOutcome, AuthReason, Identity, Removal};
-use crate::decision::{BodyCheck, Decision, ForwardPlan, LocalReply};
+use crate::decision::{BodyCheck, BodyDecision, Decision, ForwardPlan, LocalReply};
 use crate::headers::{CLUSTER, IDENTITY_PREFIX, REQUEST_ID, ROUTE};
 use crate::metrics::Counter;
 use crate::policy::Policy;
@@ -77,6 +77,7 @@ impl Engine {
             body_check: None,
             response_headers: Vec::new(),
             risk_score: 0,
+            waf: None,
         };
 
         if let Some(route_auth) = &route.auth {
@@ -127,14 +128,30 @@ impl Engine {
             }
             plan.identity = identity;
         }
+        // The WAF screens after authentication (the tenant's WAF mode applies, and
+        // credentials are stripped from nothing it reads) and after the limits: a flood
+        // over its limit is refused by the cheaper check before any pattern runs, and a
+        // client probing with attacks spends its own quota doing so.
+        if let Some(route_waf) = &route.waf
+            && let Some(reply) = self.screen_head(route_id, route_waf, &request, &mut plan)
+        {
+            return Decision::Reply(reply);
+        }
         if let Some(verifier) = &route.webhook {
             match verifier.read_headers(&request, now_ms) {
                 Ok(pending) => {
-                    plan.body_check = Some(BodyCheck {
+                    let check = plan.body_check.get_or_insert(BodyCheck {
                         route: route_id,
                         max_body_bytes: verifier.max_body_bytes,
-                        webhook: Some(pending),
+                        inspect_prefix: false,
+                        webhook: None,
+                        waf: None,
                     });
+                    // The signature covers the whole body: its limit applies, and a longer
+                    // body is refused even when the WAF alone would inspect a prefix.
+                    check.max_body_bytes = verifier.max_body_bytes;
+                    check.inspect_prefix = false;
+                    check.webhook = Some(pending);
                 }
                 Err(failure) => {
                     plan.counters.push((Counter::Unauthenticated, 1));
@@ -148,31 +165,127 @@ impl Engine {
 
     /// Request-body phase, once the whole body is buffered (only for requests whose plan
     /// carried a `body_check`). `None`: forward it; `Some`: send this reply instead.
+    /// Request headers the body phase wants set are dropped here; adapters that can
+    /// still change the request use [`Engine::on_request_body_decision`].
     pub fn on_request_body(
         &self,
         check: &BodyCheck,
         body: &[u8],
         request_id: &str,
     ) -> Option<LocalReply> {
-        if body.len() > check.max_body_bytes {
-            return Some(self.body_too_large(check, request_id));
+        match self.on_request_body_decision(check, body, body.len(), request_id) {
+            BodyDecision::Reply(reply) => Some(reply),
+            BodyDecision::Forward { .. } => None,
         }
-        let verifier = self.policy.routes.get(check.route)?.webhook.as_ref()?;
-        let pending = check.webhook.as_ref()?;
-        match verifier.verify_body(pending, body) {
-            Ok(()) => None,
-            Err(failure) => {
-                let mut reply = LocalReply::json_error(
-                    401,
-                    "invalid_signature",
-                    "the webhook signature is invalid",
-                    request_id,
-                );
-                reply.counters = vec![(Counter::Unauthenticated, 1)];
-                reply.detail = Some(failure.as_str());
-                Some(reply)
+    }
+
+    /// Request-body phase. `body` is what was buffered: the whole body, or with
+    /// `check.inspect_prefix` its first `check.max_body_bytes` when `total_length` is
+    /// larger. Verifies a webhook signature, then runs the route's WAF body rules.
+    pub fn on_request_body_decision(
+        &self,
+        check: &BodyCheck,
+        body: &[u8],
+        total_length: usize,
+        request_id: &str,
+    ) -> BodyDecision {
+        let mut set_headers = Vec::new();
+        let mut counters = Vec::new();
+        let mut waf = None;
+        if total_length.max(body.len()) > check.max_body_bytes && !check.inspect_prefix {
+            return BodyDecision::Reply(self.body_too_large(check, request_id));
+        }
+        let Some(route) = self.policy.routes.get(check.route) else {
+            return BodyDecision::Forward {
+                set_headers,
+                counters,
+                waf,
+            };
+        };
+        if let (Some(verifier), Some(pending)) = (&route.webhook, &check.webhook)
+            && let Err(failure) = verifier.verify_body(pending, body)
+        {
+            let mut reply = LocalReply::json_error(
+                401,
+                "invalid_signature",
+                "the webhook signature is invalid",
+                request_id,
+            );
+            reply.counters = vec![(Counter::Unauthenticated, 1)];
+            reply.detail = Some(failure.as_str());
+            return BodyDecision::Reply(reply);
+        }
+        if let (Some(route_waf), Some(pending)) = (&route.waf, &check.waf) {
+            let verdict = self
+                .policy
+                .waf
+                .check_body(route_waf, pending, body, total_length);
+            if verdict.body_truncated {
+                counters.push((Counter::WafBodyTruncated, 1));
             }
+            if verdict.blocked() {
+                return BodyDecision::Reply(waf_blocked(verdict, counters, request_id));
+            }
+            finish_waf(verdict, &mut set_headers, &mut counters, &mut waf);
         }
+        BodyDecision::Forward {
+            set_headers,
+            counters,
+            waf,
+        }
+    }
+
+    /// The WAF's header phase: blocks, or marks the plan, or defers to the body phase.
+    fn screen_head(
+        &self,
+        route_id: crate::routing::RouteId,
+        route_waf: &crate::waf::RouteWaf,
+        request: &RequestHead,
+        plan: &mut ForwardPlan,
+    ) -> Option<LocalReply> {
+        let tenant = plan.identity.as_ref().and_then(|i| i.tenant.as_deref());
+        let mode = self.policy.waf.tenant_mode(tenant).or(route_waf.mode);
+        let client_ip = crate::limits::client_ip(
+            request,
+            request.peer(),
+            self.policy.rate_limits.xff_trusted_hops,
+        )
+        .and_then(|ip| ip.parse().ok());
+        // `None`: the client is on the route's allow list.
+        let verdict = self
+            .policy
+            .waf
+            .check_head(route_waf, request, client_ip, mode)?;
+        if verdict.blocked() {
+            let counters = std::mem::take(&mut plan.counters);
+            return Some(waf_blocked(verdict, counters, &plan.request_id));
+        }
+        if route_waf.inspects_body() {
+            let content_type = request
+                .header("content-type")
+                .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+                .unwrap_or_default();
+            plan.body_check = Some(BodyCheck {
+                route: route_id,
+                max_body_bytes: route_waf.max_body_bytes,
+                inspect_prefix: route_waf.over_limit
+                    == crate::waf::document::WafOverLimit::InspectPrefix,
+                webhook: None,
+                waf: Some(crate::waf::WafPending {
+                    verdict,
+                    mode,
+                    content_type,
+                }),
+            });
+        } else {
+            finish_waf(
+                verdict,
+                &mut plan.set_headers,
+                &mut plan.counters,
+                &mut plan.waf,
+            );
+        }
+        None
     }
 
     /// 413 for a body over the route's inspection limit.
@@ -320,6 +433,53 @@ fn unauthorized(reason: AuthReason, plan: ForwardPlan) -> LocalReply {
     reply.counters = plan.counters;
     reply.detail = Some(reason.as_str());
     reply
+}
+
+/// 403 with an incident id (the request id) the client can quote; which rules matched
+/// goes to the log and the counters only.
+fn waf_blocked(
+    verdict: crate::waf::WafVerdict,
+    mut counters: Vec<(Counter, u64)>,
+    request_id: &str,
+) -> LocalReply {
+    let mut reply = LocalReply::json_error(
+        403,
+        "request_blocked",
+        "the request was refused by the gateway's security rules",
+        request_id,
+    );
+    reply.body = serde_json::json!({
+        "error": "request_blocked",
+        "message": "the request was refused by the gateway's security rules; quote the incident id if you contact support",
+        "incident_id": request_id,
+        "request_id": request_id,
+    })
+    .to_string()
+    .into_bytes();
+    counters.push((Counter::WafBlocked, 1));
+    reply.counters = counters;
+    reply.detail = Some("waf_blocked");
+    reply.waf = Some(Box::new(verdict));
+    reply
+}
+
+/// A verdict that did not block: mark the request for the origin when anything matched.
+fn finish_waf(
+    verdict: crate::waf::WafVerdict,
+    set_headers: &mut Vec<(String, String)>,
+    counters: &mut Vec<(Counter, u64)>,
+    slot: &mut Option<Box<crate::waf::WafVerdict>>,
+) {
+    if !verdict.matched() {
+        return;
+    }
+    counters.push(if verdict.would_block() {
+        (Counter::WafDetected, 1)
+    } else {
+        (Counter::WafMatched, 1)
+    });
+    set_headers.push((crate::headers::WAF.to_string(), verdict.header_value()));
+    *slot = Some(Box::new(verdict));
 }
 
 fn webhook_refused(failure: crate::webhook::WebhookFailure, plan: ForwardPlan) -> LocalReply {

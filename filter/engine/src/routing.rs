@@ -16,6 +16,7 @@ pub struct Route {
     pub auth: Option<crate::auth::RouteAuth>,
     pub webhook: Option<crate::webhook::WebhookVerifier>,
     pub limits: Vec<crate::limits::RouteLimit>,
+    pub waf: Option<crate::waf::RouteWaf>,
 }
 
 #[derive(Debug, Clone, Default)]

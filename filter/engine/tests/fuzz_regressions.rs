@@ -42,3 +42,8 @@ fn request_path_corpus_replays_without_panic() {
 fn jwt_token_corpus_replays_without_panic() {
     assert!(replay("jwt_token", tollgate_engine::fuzzing::jwt_token) >= 20);
 }
+
+#[test]
+fn waf_inputs_corpus_replays_without_panic() {
+    assert!(replay("waf_inputs", tollgate_engine::fuzzing::waf_inputs) >= 9);
+}

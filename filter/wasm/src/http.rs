@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use tollgate_engine::{BodyCheck, Decision, LocalReply, RequestHead};
+use tollgate_engine::{BodyCheck, BodyDecision, Decision, LocalReply, RequestHead};
 
 use crate::host;
 use crate::root::Shared;
@@ -32,9 +32,17 @@ impl TollgateHttp {
         self.response_headers.clear();
         self.request_id = Some(reply.request_id.clone());
         if let Some(detail) = reply.detail {
+            let waf = reply
+                .waf
+                .as_ref()
+                .map(|v| format!(" {}", v.log_line()))
+                .unwrap_or_default();
             host::log(
                 proxy_wasm::types::LogLevel::Info,
-                &format!("tollgate: {} {} ({detail})", reply.status, reply.request_id),
+                &format!(
+                    "tollgate: {} {} ({detail}){waf}",
+                    reply.status, reply.request_id
+                ),
             );
         }
         if let Err(e) = host::send_reply(reply.status, &reply.headers, &reply.body) {
@@ -58,19 +66,55 @@ impl TollgateHttp {
 }
 
 impl TollgateHttp {
-    fn finish_body_check(&mut self, shared: &Shared, check: &BodyCheck, body: &[u8]) -> Action {
+    /// `body` is the buffered body, or its inspected prefix when `total_length` is larger.
+    fn finish_body_check(
+        &mut self,
+        shared: &Shared,
+        check: &BodyCheck,
+        body: &[u8],
+        total_length: usize,
+    ) -> Action {
         self.body_check = None;
         let request_id = self.request_id.clone().unwrap_or_default();
-        match shared.engine.on_request_body(check, body, &request_id) {
-            // Continue from a body or trailers callback releases the held headers too.
-            None => Action::Continue,
-            Some(reply) => {
+        match shared
+            .engine
+            .on_request_body_decision(check, body, total_length, &request_id)
+        {
+            BodyDecision::Forward {
+                set_headers,
+                counters,
+                waf,
+            } => {
+                for (counter, delta) in &counters {
+                    shared.metrics.add(*counter, *delta);
+                }
+                log_waf(&request_id, waf.as_deref());
+                // The headers are still held, so changes reach the origin.
+                for (name, value) in &set_headers {
+                    if let Err(e) = host::set_request_header(name, value) {
+                        return self.internal_error(&e);
+                    }
+                }
+                // Continue from a body or trailers callback releases the held headers too.
+                Action::Continue
+            }
+            BodyDecision::Reply(reply) => {
                 for (counter, delta) in &reply.counters {
                     shared.metrics.add(*counter, *delta);
                 }
                 self.reply(&reply)
             }
         }
+    }
+}
+
+/// WAF matches that did not block: one log line with the rule ids (never sent to clients).
+fn log_waf(request_id: &str, verdict: Option<&tollgate_engine::waf::WafVerdict>) {
+    if let Some(verdict) = verdict {
+        host::log(
+            proxy_wasm::types::LogLevel::Info,
+            &format!("tollgate: {request_id} {}", verdict.log_line()),
+        );
     }
 }
 
@@ -111,11 +155,12 @@ impl HttpContext for TollgateHttp {
                 {
                     return self.internal_error(&e);
                 }
+                log_waf(&plan.request_id, plan.waf.as_deref());
                 self.request_id = Some(plan.request_id);
                 self.response_headers = plan.response_headers;
                 match plan.body_check {
                     None => Action::Continue,
-                    Some(check) if end_of_stream => self.finish_body_check(&shared, &check, &[]),
+                    Some(check) if end_of_stream => self.finish_body_check(&shared, &check, &[], 0),
                     Some(check) => {
                         // Headers are held until the body is verified; this needs
                         // `allow_on_headers_stop_iteration: true` in Envoy (see docs).
@@ -133,17 +178,24 @@ impl HttpContext for TollgateHttp {
             return Action::Continue;
         };
         if body_size > check.max_body_bytes {
-            self.body_check = None;
-            let reply = shared
-                .engine
-                .body_too_large(&check, self.request_id.as_deref().unwrap_or(""));
-            return self.reply(&reply);
+            if !check.inspect_prefix {
+                self.body_check = None;
+                let reply = shared
+                    .engine
+                    .body_too_large(&check, self.request_id.as_deref().unwrap_or(""));
+                return self.reply(&reply);
+            }
+            // Inspect what the limit allows, then let the whole body go on.
+            return match host::request_body(check.max_body_bytes) {
+                Ok(prefix) => self.finish_body_check(&shared, &check, &prefix, body_size),
+                Err(e) => self.internal_error(&e),
+            };
         }
         if !end_of_stream {
             return Action::Pause; // keep buffering
         }
         match host::request_body(body_size) {
-            Ok(body) => self.finish_body_check(&shared, &check, &body),
+            Ok(body) => self.finish_body_check(&shared, &check, &body, body_size),
             Err(e) => self.internal_error(&e),
         }
     }
@@ -154,7 +206,11 @@ impl HttpContext for TollgateHttp {
             return Action::Continue;
         };
         match host::request_body(check.max_body_bytes.saturating_add(1)) {
-            Ok(body) => self.finish_body_check(&shared, &check, &body),
+            Ok(body) => {
+                let total = body.len();
+                let inspected = body.get(..check.max_body_bytes).unwrap_or(&body);
+                self.finish_body_check(&shared, &check, inspected, total)
+            }
             Err(e) => self.internal_error(&e),
         }
     }

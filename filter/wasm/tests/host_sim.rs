@@ -492,3 +492,102 @@ fn check_refuses_a_bad_policy_naming_the_field() {
     );
     assert!(text.contains("policy error: routes[1].cluster"), "{text}");
 }
+
+#[test]
+fn waf_blocks_marks_and_reads_bodies_in_wasm() {
+    let policy = r#"version: 1
+waf:
+  rules:
+    - { id: big-amount, phase: request_body, targets: ["json:amount"], operator: { num_gt: 10000 }, score: 3 }
+routes:
+  - name: shadow
+    match: { path: { prefix: /shadow } }
+    cluster: origin
+    waf: { rule_sets: [core], mode: detect_only }
+  - name: api
+    cluster: origin
+    waf: { rule_sets: [core], rules: [big-amount], max_body_bytes: 256, over_limit: inspect_prefix }
+"#;
+    let with_body = |path: &str, body: &str, chunks: bool| {
+        let mut l = line(
+            T0_MS,
+            0,
+            "POST",
+            path,
+            json!([["content-type", "application/json"]]),
+        );
+        if chunks {
+            let (a, b) = body.split_at(body.len() / 2);
+            l["request"]["body_chunks"] = json!([a, b]);
+        } else {
+            l["request"]["body"] = json!(body);
+        }
+        l
+    };
+    let attack_query = "/v1/items?id=1%27%20OR%20%271%27%3D%271";
+    let xss_body = r#"{"note":"<img src=x onerror=alert(document.cookie)>"}"#;
+    let mut long = String::from(r#"{"note":""#);
+    long.push_str(&"a".repeat(400));
+    long.push_str(r#"<script>alert(1)</script>"}"#);
+    let out = run(
+        policy,
+        1,
+        &[
+            line(T0_MS, 0, "GET", attack_query, json!([])),
+            with_body("/v1/notes", xss_body, true),
+            line(
+                T0_MS,
+                0,
+                "GET",
+                &attack_query.replace("/v1/", "/shadow/"),
+                json!([]),
+            ),
+            with_body("/v1/pay", r#"{"amount":20000}"#, false),
+            with_body("/v1/notes", &long, false),
+            with_body(
+                "/v1/notes",
+                r#"{"note":"Wann kommt meine Erstattung?"}"#,
+                false,
+            ),
+        ],
+    );
+    // Blocked in the header phase: 403, JSON with the incident id, no rule id anywhere.
+    assert_eq!(out[0]["status"], 403, "{}", out[0]);
+    assert_eq!(out[0]["upstream_called"], false);
+    let body: Value = serde_json::from_str(out[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"], "request_blocked");
+    let incident = body["incident_id"].as_str().unwrap();
+    assert_eq!(
+        header(&out[0]["headers"], "x-tollgate-request-id"),
+        Some(incident)
+    );
+    assert!(!out[0].to_string().contains("sqli"), "{}", out[0]);
+    // Blocked in the body phase (body in two chunks).
+    assert_eq!(out[1]["status"], 403, "{}", out[1]);
+    assert_eq!(out[1]["upstream_called"], false);
+    // Detect-only route: forwarded, marked for the origin, not for the client.
+    assert_eq!(out[2]["status"], 200, "{}", out[2]);
+    let mark = header(&out[2]["upstream_request"]["headers"], "x-tollgate-waf").unwrap();
+    assert!(
+        mark.contains("action=detect_only") && mark.contains("sqli-args"),
+        "{mark}"
+    );
+    assert_eq!(header(&out[2]["headers"], "x-tollgate-waf"), None);
+    // A body rule below the threshold: forwarded with its score.
+    assert_eq!(out[3]["status"], 200, "{}", out[3]);
+    let mark = header(&out[3]["upstream_request"]["headers"], "x-tollgate-waf").unwrap();
+    assert!(
+        mark.contains("score=3") && mark.contains("big-amount"),
+        "{mark}"
+    );
+    assert_eq!(out[3]["upstream_request"]["body"], r#"{"amount":20000}"#);
+    // Over the limit with inspect_prefix: the prefix is clean, the whole body goes on.
+    assert_eq!(out[4]["status"], 200, "{}", out[4]);
+    assert_eq!(out[4]["upstream_request"]["body"], long.as_str());
+    // Clean traffic passes unmarked.
+    assert_eq!(out[5]["status"], 200, "{}", out[5]);
+    assert_eq!(
+        header(&out[5]["upstream_request"]["headers"], "x-tollgate-waf"),
+        None
+    );
+}

@@ -25,6 +25,8 @@ pub struct Policy {
     pub rate_limits: crate::limits::RateLimits,
     /// Incoming header whose well-formed value is reused as the request id.
     pub request_id_header: Option<String>,
+    /// Every WAF rule routes may use.
+    pub waf: crate::waf::Waf,
 }
 
 #[derive(Default)]
@@ -33,6 +35,11 @@ pub(crate) struct Errors(Vec<PolicyError>);
 impl Errors {
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(PolicyError::new(path, message));
+    }
+
+    /// How many errors so far (to tell whether a part compiled cleanly).
+    pub(crate) fn count(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -68,6 +75,11 @@ impl Policy {
         let auth = crate::auth::compile_auth(document.auth.as_ref(), &mut errors);
         let rate_limits =
             crate::limits::compile_rate_limits(document.rate_limits.as_ref(), &mut errors);
+        let waf_catalog = crate::waf::compile_waf(
+            document.waf.as_ref(),
+            document.routes.iter().any(|r| r.waf.is_some()),
+            &mut errors,
+        );
         if document.routes.is_empty() {
             errors.push("routes", "must have at least one route");
         }
@@ -129,6 +141,14 @@ impl Policy {
                     &format!("{at}.limits"),
                     &mut errors,
                 ),
+                waf: route.waf.as_ref().map(|w| {
+                    crate::waf::compile_route_waf(
+                        w,
+                        &waf_catalog,
+                        &format!("{at}.waf"),
+                        &mut errors,
+                    )
+                }),
             });
         }
 
@@ -138,6 +158,7 @@ impl Policy {
                 auth,
                 rate_limits,
                 request_id_header,
+                waf: waf_catalog.waf,
             })
         } else {
             Err(PolicyErrors(errors.0))

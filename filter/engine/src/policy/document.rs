@@ -22,6 +22,9 @@ pub struct PolicyDocument {
     /// Plans and rate limits; routes pick limits by name.
     #[serde(default)]
     pub rate_limits: Option<RateLimitsDocument>,
+    /// Web application firewall rules and rule sets; routes select sets by name.
+    #[serde(default)]
+    pub waf: Option<crate::waf::document::WafDocument>,
     /// Routes, tried in order; the first that matches serves the request.
     pub routes: Vec<RouteDocument>,
 }
@@ -56,6 +59,9 @@ pub struct RouteDocument {
     /// Names of `rate_limits.limits` that apply here; all must pass.
     #[serde(default)]
     pub limits: Vec<RouteLimitDocument>,
+    /// Web application firewall for this route: rule sets, threshold, mode.
+    #[serde(default)]
+    pub waf: Option<crate::waf::document::RouteWafDocument>,
 }
 
 /// Request matching. Every condition given must hold.

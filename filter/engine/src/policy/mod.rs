@@ -48,13 +48,11 @@ impl fmt::Display for PolicyErrors {
     }
 }
 
-/// Parses a policy document, YAML or JSON (a document whose first non-blank character is
-/// `{` is read as JSON, so JSON error positions are exact). Unknown fields are errors.
-pub fn parse_document(text: &str) -> Result<PolicyDocument, PolicyError> {
+/// Parses a YAML or JSON text into any document type, errors located by field path.
+pub(crate) fn parse_document_part<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, PolicyError> {
     let trimmed = text.trim_start();
-    if trimmed.is_empty() {
-        return Err(PolicyError::new("policy", "the policy is empty"));
-    }
     if trimmed.starts_with('{') {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut deserializer)
@@ -63,6 +61,16 @@ pub fn parse_document(text: &str) -> Result<PolicyDocument, PolicyError> {
         serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
             .map_err(|e| located(e.path().to_string(), e.inner().to_string()))
     }
+}
+
+/// Parses a policy document, YAML or JSON (a document whose first non-blank character is
+/// `{` is read as JSON, so JSON error positions are exact). Unknown fields are errors.
+pub fn parse_document(text: &str) -> Result<PolicyDocument, PolicyError> {
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err(PolicyError::new("policy", "the policy is empty"));
+    }
+    parse_document_part(text)
 }
 
 fn located(path: String, message: String) -> PolicyError {
