@@ -25,10 +25,30 @@ pub enum Counter {
     LimiterFailOpen,
     /// Buckets evicted to keep the key table bounded.
     LimiterEvictions,
+    /// JWT signature checks performed (the expensive step; cache hits do not count).
+    SignatureChecks,
+    /// JWT signature checks that failed.
+    BadSignatures,
+    /// Tokens found in the node-wide (shared-data) verified-token cache.
+    SharedTokenCacheHits,
+    /// Tokens refused because they failed verification recently (no crypto).
+    FailedTokenHits,
+    /// Tokens refused without crypto because their client spent its failure budget.
+    ClientBudgetRefusals,
+    /// Requests answered "keys unavailable" (no usable JWKS for the token's issuer).
+    KeysUnavailable,
+    /// JWKS or OIDC discovery fetches started (one node-wide fetcher at a time).
+    JwksFetches,
+    /// JWKS or discovery fetches that failed (network, status, or an unusable document).
+    JwksFetchFailures,
+    /// New key sets stored for the node (a changed JWKS document).
+    JwksUpdates,
+    /// Refetches triggered by a token naming an unknown `kid` (rate-limited per node).
+    JwksUnknownKidRefetches,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 21] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -40,6 +60,16 @@ impl Counter {
         Counter::ShadowLimited,
         Counter::LimiterFailOpen,
         Counter::LimiterEvictions,
+        Counter::SignatureChecks,
+        Counter::BadSignatures,
+        Counter::SharedTokenCacheHits,
+        Counter::FailedTokenHits,
+        Counter::ClientBudgetRefusals,
+        Counter::KeysUnavailable,
+        Counter::JwksFetches,
+        Counter::JwksFetchFailures,
+        Counter::JwksUpdates,
+        Counter::JwksUnknownKidRefetches,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +85,16 @@ impl Counter {
             Counter::ShadowLimited => "tollgate_shadow_limited_total",
             Counter::LimiterFailOpen => "tollgate_limiter_fail_open_total",
             Counter::LimiterEvictions => "tollgate_limiter_evictions_total",
+            Counter::SignatureChecks => "tollgate_auth_signature_checks_total",
+            Counter::BadSignatures => "tollgate_auth_bad_signatures_total",
+            Counter::SharedTokenCacheHits => "tollgate_auth_shared_cache_hits_total",
+            Counter::FailedTokenHits => "tollgate_auth_failed_token_hits_total",
+            Counter::ClientBudgetRefusals => "tollgate_auth_client_budget_refusals_total",
+            Counter::KeysUnavailable => "tollgate_auth_keys_unavailable_total",
+            Counter::JwksFetches => "tollgate_jwks_fetches_total",
+            Counter::JwksFetchFailures => "tollgate_jwks_fetch_failures_total",
+            Counter::JwksUpdates => "tollgate_jwks_updates_total",
+            Counter::JwksUnknownKidRefetches => "tollgate_jwks_unknown_kid_refetches_total",
         }
     }
 
@@ -72,6 +112,16 @@ impl Counter {
             Counter::ShadowLimited => 8,
             Counter::LimiterFailOpen => 9,
             Counter::LimiterEvictions => 10,
+            Counter::SignatureChecks => 11,
+            Counter::BadSignatures => 12,
+            Counter::SharedTokenCacheHits => 13,
+            Counter::FailedTokenHits => 14,
+            Counter::ClientBudgetRefusals => 15,
+            Counter::KeysUnavailable => 16,
+            Counter::JwksFetches => 17,
+            Counter::JwksFetchFailures => 18,
+            Counter::JwksUpdates => 19,
+            Counter::JwksUnknownKidRefetches => 20,
         }
     }
 }
