@@ -158,6 +158,7 @@ pub struct RemoteKeys {
     /// Set while this VM has a fetch out: (kind, started at).
     in_flight: Cell<Option<u64>>,
     last_request_sync_ms: Cell<Option<u64>>,
+    last_kid_check_ms: Cell<Option<u64>>,
 }
 
 /// Why a provider's keys cannot be used right now.
@@ -172,6 +173,7 @@ impl RemoteKeys {
             loaded: RefCell::new(None),
             in_flight: Cell::new(None),
             last_request_sync_ms: Cell::new(None),
+            last_kid_check_ms: Cell::new(None),
         }
     }
 
@@ -275,21 +277,10 @@ impl RemoteKeys {
             return Ok(keys);
         }
         // Nothing usable here: another VM may have fetched since this VM's last tick.
-        if self.request_sync_allowed(now_ms) {
+        if throttle(&self.last_request_sync_ms, now_ms) {
             self.sync(store);
         }
         usable(&self.loaded.borrow()).ok_or(KeysUnavailable(self.config.unavailable))
-    }
-
-    fn request_sync_allowed(&self, now_ms: u64) -> bool {
-        let allowed = self
-            .last_request_sync_ms
-            .get()
-            .is_none_or(|t| now_ms >= t.saturating_add(REQUEST_SYNC_INTERVAL_MS) || now_ms < t);
-        if allowed {
-            self.last_request_sync_ms.set(Some(now_ms));
-        }
-        allowed
     }
 
     /// A token named a `kid` this VM does not know. Returns true when a newer set was
@@ -300,7 +291,8 @@ impl RemoteKeys {
         store: &dyn SharedData,
         counters: &mut Vec<(Counter, u64)>,
     ) -> bool {
-        if !self.request_sync_allowed(now_ms) {
+        // Bounded per VM: a flood of made-up kids reads shared data a few times a second.
+        if !throttle(&self.last_kid_check_ms, now_ms) {
             return false;
         }
         if self.sync(store) {
@@ -591,6 +583,18 @@ impl RemoteKeys {
             None => self.config.refresh_ms,
         }
     }
+}
+
+/// True (and records `now_ms`) when the last time recorded in `last` is at least
+/// `REQUEST_SYNC_INTERVAL_MS` ago.
+fn throttle(last: &Cell<Option<u64>>, now_ms: u64) -> bool {
+    let allowed = last
+        .get()
+        .is_none_or(|t| now_ms >= t.saturating_add(REQUEST_SYNC_INTERVAL_MS) || now_ms < t);
+    if allowed {
+        last.set(Some(now_ms));
+    }
+    allowed
 }
 
 enum Fetched {
