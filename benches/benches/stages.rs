@@ -63,10 +63,12 @@ fn jwt(c: &mut Criterion) {
                     (
                         Engine::new(Policy::load(&policy).unwrap(), 1),
                         request(&token),
+                        // A fresh node too: the node-wide cache would skip the check.
+                        MemorySharedData::default(),
                     )
                 },
-                |(engine, req)| {
-                    let d = engine.on_request_headers(req, now_ms, &store);
+                |(engine, req, node)| {
+                    let d = engine.on_request_headers(req, now_ms, &node);
                     assert!(matches!(d, Decision::Forward(_)));
                     d
                 },
@@ -83,16 +85,96 @@ fn jwt(c: &mut Criterion) {
             )
         });
     }
+    // Verified by another worker: this VM's first sight of the token is a node-wide hit.
+    let valid_es = vectors["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "valid ES256")
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node = MemorySharedData::default();
+    Engine::new(Policy::load(&policy).unwrap(), 2).on_request_headers(
+        request(&valid_es),
+        now_ms,
+        &node,
+    );
+    group.bench_function("shared_cache_hit/ES256", |b| {
+        b.iter_batched(
+            || {
+                (
+                    Engine::new(Policy::load(&policy).unwrap(), 1),
+                    request(&valid_es),
+                )
+            },
+            |(engine, req)| {
+                let d = engine.on_request_headers(req, now_ms, &node);
+                assert!(matches!(d, Decision::Forward(_)));
+                d
+            },
+            BatchSize::SmallInput,
+        )
+    });
     let forged = format!("{}x", vectors["cases"][0]["token"].as_str().unwrap());
     let engine = Engine::new(Policy::load(&policy).unwrap(), 1);
     group.bench_function("forged/ES256", |b| {
         b.iter_batched(
+            // A fresh node each time: the failed-token memory would skip the check.
+            || (request(&forged), MemorySharedData::default()),
+            |(req, node)| black_box(engine.on_request_headers(req, now_ms, &node)),
+            BatchSize::SmallInput,
+        )
+    });
+    // The same forged token again (a replayed forgery): the failed-token memory answers.
+    let node = MemorySharedData::default();
+    engine.on_request_headers(request(&forged), now_ms, &node);
+    group.bench_function("forged_remembered/ES256", |b| {
+        b.iter_batched(
             || request(&forged),
-            |req| black_box(engine.on_request_headers(req, now_ms, &store)),
+            |req| black_box(engine.on_request_headers(req, now_ms, &node)),
+            BatchSize::SmallInput,
+        )
+    });
+    // A flood of distinct forgeries from one client past its budget: no crypto.
+    let node = MemorySharedData::default();
+    let from_client = |token: &str| request(token).with_peer(Some("203.0.113.9:4000".into()));
+    let parts: Vec<&str> = valid_es.split('.').collect();
+    let mut n = 0u64;
+    let mut distinct_forgery = move || {
+        n += 1;
+        let sig = base64_url(&n.to_le_bytes().repeat(8));
+        from_client(&format!("{}.{}.{sig}", parts[0], parts[1]))
+    };
+    for _ in 0..25 {
+        engine.on_request_headers(distinct_forgery(), now_ms, &node);
+    }
+    group.bench_function("forged_over_budget/ES256", |b| {
+        b.iter_batched(
+            &mut distinct_forgery,
+            |req| black_box(engine.on_request_headers(req, now_ms, &node)),
             BatchSize::SmallInput,
         )
     });
     group.finish();
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(v >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 fn limits(c: &mut Criterion) {

@@ -37,10 +37,30 @@ pub enum Counter {
     WafMatched,
     /// Bodies longer than the WAF inspects, forwarded after inspecting their prefix.
     WafBodyTruncated,
+    /// JWT signature checks performed (the expensive step; cache hits do not count).
+    SignatureChecks,
+    /// JWT signature checks that failed.
+    BadSignatures,
+    /// Tokens found in the node-wide (shared-data) verified-token cache.
+    SharedTokenCacheHits,
+    /// Tokens refused because they failed verification recently (no crypto).
+    FailedTokenHits,
+    /// Tokens refused without crypto because their client spent its failure budget.
+    ClientBudgetRefusals,
+    /// Requests answered "keys unavailable" (no usable JWKS for the token's issuer).
+    KeysUnavailable,
+    /// JWKS or OIDC discovery fetches started (one node-wide fetcher at a time).
+    JwksFetches,
+    /// JWKS or discovery fetches that failed (network, status, or an unusable document).
+    JwksFetchFailures,
+    /// New key sets stored for the node (a changed JWKS document).
+    JwksUpdates,
+    /// Refetches triggered by a token naming an unknown `kid` (rate-limited per node).
+    JwksUnknownKidRefetches,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 27] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -58,6 +78,16 @@ impl Counter {
         Counter::WafDetected,
         Counter::WafMatched,
         Counter::WafBodyTruncated,
+        Counter::SignatureChecks,
+        Counter::BadSignatures,
+        Counter::SharedTokenCacheHits,
+        Counter::FailedTokenHits,
+        Counter::ClientBudgetRefusals,
+        Counter::KeysUnavailable,
+        Counter::JwksFetches,
+        Counter::JwksFetchFailures,
+        Counter::JwksUpdates,
+        Counter::JwksUnknownKidRefetches,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,29 +109,37 @@ impl Counter {
             Counter::WafDetected => "tollgate_waf_detected_total",
             Counter::WafMatched => "tollgate_waf_matched_total",
             Counter::WafBodyTruncated => "tollgate_waf_body_truncated_total",
+            Counter::SignatureChecks => "tollgate_auth_signature_checks_total",
+            Counter::BadSignatures => "tollgate_auth_bad_signatures_total",
+            Counter::SharedTokenCacheHits => "tollgate_auth_shared_cache_hits_total",
+            Counter::FailedTokenHits => "tollgate_auth_failed_token_hits_total",
+            Counter::ClientBudgetRefusals => "tollgate_auth_client_budget_refusals_total",
+            Counter::KeysUnavailable => "tollgate_auth_keys_unavailable_total",
+            Counter::JwksFetches => "tollgate_jwks_fetches_total",
+            Counter::JwksFetchFailures => "tollgate_jwks_fetch_failures_total",
+            Counter::JwksUpdates => "tollgate_jwks_updates_total",
+            Counter::JwksUnknownKidRefetches => "tollgate_jwks_unknown_kid_refetches_total",
         }
     }
 
-    /// Dense index, for arrays of host metric ids.
+    /// Dense index, for arrays of host metric ids (the declaration order, as in `ALL`).
     pub fn index(self) -> usize {
-        match self {
-            Counter::Requests => 0,
-            Counter::Forwarded => 1,
-            Counter::NoRoute => 2,
-            Counter::SpoofedHeadersRemoved => 3,
-            Counter::Authenticated => 4,
-            Counter::Unauthenticated => 5,
-            Counter::Forbidden => 6,
-            Counter::RateLimited => 7,
-            Counter::ShadowLimited => 8,
-            Counter::LimiterFailOpen => 9,
-            Counter::LimiterEvictions => 10,
-            Counter::VelocityFlagged => 11,
-            Counter::VelocityBlocked => 12,
-            Counter::WafBlocked => 13,
-            Counter::WafDetected => 14,
-            Counter::WafMatched => 15,
-            Counter::WafBodyTruncated => 16,
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counter;
+
+    #[test]
+    fn all_lists_every_counter_at_its_index_with_a_unique_name() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
         }
+        let mut names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
     }
 }

@@ -1,7 +1,8 @@
 //! The request path, phase by phase. Each phase method says when the adapter calls it
 //! and what it returns; the adapter only applies the result.
 
-use crate::auth::{AuthOutcome, AuthReason, Identity, Removal};
+use crate::auth::jwks_source::{FetchOutcome, KeyFetch, KeyWork, UnavailableAnswer};
+use crate::auth::{AuthInput, AuthOutcome, AuthReason, Identity, Removal};
 use crate::decision::{BodyCheck, BodyDecision, Decision, ForwardPlan, LocalReply};
 use crate::headers::{CLUSTER, IDENTITY_PREFIX, REQUEST_ID, ROUTE};
 use crate::metrics::Counter;
@@ -20,6 +21,11 @@ pub struct Engine {
 impl Engine {
     /// `entropy` seeds request-id generation; the adapter takes it from the host once.
     pub fn new(policy: Policy, entropy: u64) -> Self {
+        // The VM's identity when it leases a key fetch in shared data.
+        policy
+            .auth
+            .key_sources
+            .set_owner(entropy.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15);
         Self {
             policy,
             request_ids: RequestIdGenerator::new(entropy),
@@ -28,6 +34,27 @@ impl Engine {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Root-context timer: picks up key sets other VMs fetched and says which fetches to
+    /// start now (at most one per provider per node). Also called once at configure time.
+    pub fn key_tick(&self, now_ms: u64, store: &dyn SharedData) -> KeyWork {
+        self.policy.auth.key_sources.tick(now_ms, store)
+    }
+
+    /// A fetch from `key_tick` (or an earlier answer) ended. May ask for a follow-up fetch
+    /// (OIDC discovery → JWKS).
+    pub fn key_fetch_done(
+        &self,
+        fetch: &KeyFetch,
+        outcome: FetchOutcome,
+        now_ms: u64,
+        store: &dyn SharedData,
+    ) -> KeyWork {
+        self.policy
+            .auth
+            .key_sources
+            .fetch_done(fetch, outcome, now_ms, store)
     }
 
     /// Request-header phase: runs once per request, before anything is forwarded.
@@ -81,11 +108,32 @@ impl Engine {
         };
 
         if let Some(route_auth) = &route.auth {
-            match self.policy.auth.authenticate(route_auth, &request, now_ms) {
+            let client = crate::limits::client_ip(
+                &request,
+                request.peer(),
+                self.policy.rate_limits.xff_trusted_hops,
+            );
+            let input = AuthInput {
+                now_ms,
+                client: client.as_deref(),
+                store,
+            };
+            let outcome =
+                self.policy
+                    .auth
+                    .authenticate(route_auth, &request, &input, &mut plan.counters);
+            match outcome {
                 AuthOutcome::Anonymous => {}
                 AuthOutcome::Unauthenticated(reason) => {
                     plan.counters.push((Counter::Unauthenticated, 1));
                     return Decision::Reply(unauthorized(reason, plan));
+                }
+                AuthOutcome::KeysUnavailable(answer) => {
+                    if answer.status == 401 {
+                        plan.counters.push((Counter::Unauthenticated, 1));
+                        return Decision::Reply(unauthorized(AuthReason::KeysUnavailable, plan));
+                    }
+                    return Decision::Reply(keys_unavailable(answer, plan));
                 }
                 AuthOutcome::Authenticated(identity, removals) => {
                     if let Err(reason) =
@@ -480,6 +528,25 @@ fn finish_waf(
     });
     set_headers.push((crate::headers::WAF.to_string(), verdict.header_value()));
     *slot = Some(Box::new(verdict));
+}
+
+/// The issuer's keys cannot be used: a retryable server-side failure, not the client's.
+fn keys_unavailable(answer: UnavailableAnswer, plan: ForwardPlan) -> LocalReply {
+    let mut reply = LocalReply::json_error(
+        answer.status,
+        "keys_unavailable",
+        "the token cannot be checked right now; retry later",
+        &plan.request_id,
+    );
+    if answer.retry_after_seconds > 0 {
+        reply.headers.push((
+            "retry-after".to_string(),
+            answer.retry_after_seconds.to_string(),
+        ));
+    }
+    reply.counters = plan.counters;
+    reply.detail = Some(AuthReason::KeysUnavailable.as_str());
+    reply
 }
 
 fn webhook_refused(failure: crate::webhook::WebhookFailure, plan: ForwardPlan) -> LocalReply {

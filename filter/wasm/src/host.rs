@@ -2,6 +2,7 @@
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Bytes, LogLevel, MapType, MetricType};
+use tollgate_engine::auth::jwks_source::FetchOutcome;
 use tollgate_engine::{Counter, SetError, SharedData, StoreUnavailable};
 
 pub fn log(level: LogLevel, message: &str) {
@@ -139,4 +140,72 @@ pub fn peer_address() -> Option<String> {
         .ok()
         .flatten()
         .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// Sends a GET through `cluster`; the answer comes to the root's `on_http_call_response`.
+pub fn dispatch_get(
+    cluster: &str,
+    path: &str,
+    authority: &str,
+    timeout_ms: u64,
+) -> Result<u32, String> {
+    let headers = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", authority),
+        ("accept", "application/json"),
+    ];
+    hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        None,
+        vec![],
+        std::time::Duration::from_millis(timeout_ms),
+    )
+    .map_err(|status| format!("dispatching to cluster {cluster} failed: {status:?}"))
+}
+
+/// The callout answer being delivered. No headers means the call failed without a
+/// response (reset).
+pub fn call_response(num_headers: usize, body_size: usize) -> FetchOutcome {
+    if num_headers == 0 {
+        return FetchOutcome::Failed("the connection was reset".to_string());
+    }
+    let headers = match hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders) {
+        Ok(headers) => headers,
+        Err(status) => return FetchOutcome::Failed(format!("reading headers: {status:?}")),
+    };
+    let headers: Vec<(String, String)> = headers
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect();
+    let status = headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let body = hostcalls::get_buffer(
+        proxy_wasm::types::BufferType::HttpCallResponseBody,
+        0,
+        body_size,
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    FetchOutcome::Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn set_tick_period(ms: u64) {
+    if let Err(status) = hostcalls::set_tick_period(std::time::Duration::from_millis(ms)) {
+        error(&format!("setting the tick period failed: {status:?}"));
+    }
 }

@@ -9,6 +9,7 @@
 
 mod host;
 mod http;
+mod key_fetch;
 mod root;
 
 proxy_wasm::main! {{

@@ -8,6 +8,7 @@ use tollgate_engine::{Engine, Policy};
 
 use crate::host::{self, Metrics};
 use crate::http::TollgateHttp;
+use crate::key_fetch::KeyFetcher;
 
 /// What every stream of this VM shares: the engine and the metric ids.
 pub struct Shared {
@@ -18,9 +19,31 @@ pub struct Shared {
 #[derive(Default)]
 pub struct TollgateRoot {
     shared: Option<Rc<Shared>>,
+    /// Remote JWKS fetching (root context only: callouts outlive streams here).
+    keys: KeyFetcher,
 }
 
-impl Context for TollgateRoot {}
+impl Context for TollgateRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(shared) = self.shared.clone()
+            && !self.keys.response(
+                &shared.engine,
+                &shared.metrics,
+                token_id,
+                num_headers,
+                body_size,
+            )
+        {
+            host::error(&format!("tollgate: unexpected callout answer {token_id}"));
+        }
+    }
+}
 
 impl RootContext for TollgateRoot {
     /// Parses and compiles the policy. Returning `false` makes Envoy reject the filter
@@ -40,10 +63,12 @@ impl RootContext for TollgateRoot {
                     proxy_wasm::types::LogLevel::Info,
                     &format!("tollgate: policy loaded ({} routes)", policy.routes.len()),
                 );
-                self.shared = Some(Rc::new(Shared {
+                let shared = Rc::new(Shared {
                     engine: Engine::new(policy, host::entropy()),
                     metrics: Metrics::define(),
-                }));
+                });
+                self.keys.configure(&shared.engine);
+                self.shared = Some(shared);
                 true
             }
             Err(errors) => {
@@ -52,6 +77,12 @@ impl RootContext for TollgateRoot {
                 }
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = self.shared.clone() {
+            self.keys.tick(&shared.engine, &shared.metrics);
         }
     }
 

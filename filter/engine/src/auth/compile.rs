@@ -1,13 +1,19 @@
 //! Policy `auth` sections → compiled providers, keys and route rules.
 
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
 use super::api_keys::{ApiKey, parse_digest};
+use super::jwks_source::{RemoteJwks, RemoteKeys, UnavailableAnswer, split_url};
 use super::keys::{Algorithm, compile_jwks};
 use super::route::{RouteAuth, Segment};
+use super::token_cache::TokenCacheConfig;
 use super::{ApiKeys, Authenticator, IdentityRules, JwtProvider, TokenSource};
 use crate::headers::{IDENTITY_PREFIX, is_valid_header_name};
 use crate::policy::compile::Errors;
 use crate::policy::document::{
-    AuthDocument, JwtProviderDocument, RouteAuthDocument, TokenSourceDocument,
+    AuthDocument, JwtProviderDocument, RemoteJwksDocument, RouteAuthDocument, TokenSourceDocument,
 };
 
 const DEFAULT_MAX_TOKEN_BYTES: u32 = 8192;
@@ -88,7 +94,168 @@ pub(crate) fn compile_auth(document: Option<&AuthDocument>, errors: &mut Errors)
         }
         ApiKeys::new(header, doc.remove_key.unwrap_or(true), keys)
     });
-    Authenticator::new(providers, api_keys)
+    Authenticator::new(providers, api_keys, compile_token_cache(document, errors))
+}
+
+fn compile_token_cache(document: &AuthDocument, errors: &mut Errors) -> TokenCacheConfig {
+    let mut config = TokenCacheConfig::default();
+    if let Some(cache) = &document.token_cache {
+        config.verified_entries = cache.verified_entries.unwrap_or(config.verified_entries);
+        config.failed_entries = cache.failed_entries.unwrap_or(config.failed_entries);
+        if let Some(ttl) = cache.failed_ttl_seconds {
+            if ttl == 0 {
+                errors.push(
+                    "auth.token_cache.failed_ttl_seconds",
+                    "must be at least 1 (set failed_entries: 0 to turn the table off)",
+                );
+            }
+            config.failed_ttl_ms = u64::from(ttl) * 1000;
+        }
+    }
+    if let Some(budget) = &document.client_budget {
+        config.budget_per_minute = budget
+            .failed_verifications_per_minute
+            .unwrap_or(config.budget_per_minute);
+        if let Some(clients) = budget.clients {
+            if clients == 0 {
+                errors.push(
+                    "auth.client_budget.clients",
+                    "must be at least 1 (set failed_verifications_per_minute: 0 to turn the budget off)",
+                );
+            }
+            config.budget_clients = clients;
+        }
+    }
+    config
+}
+
+const DEFAULT_TIMEOUT_MS: u32 = 5_000;
+const DEFAULT_REFRESH_SECONDS: u32 = 300;
+const DEFAULT_MIN_REFRESH_SECONDS: u32 = 30;
+const DEFAULT_MAX_REFRESH_SECONDS: u32 = 86_400;
+const DEFAULT_MAX_STALE_SECONDS: u32 = 3_600;
+const DEFAULT_UNKNOWN_KID_SECONDS: u32 = 30;
+const DEFAULT_RETRY_AFTER_SECONDS: u32 = 5;
+
+fn fingerprint(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn valid_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn compile_remote(
+    p: &JwtProviderDocument,
+    r: &RemoteJwksDocument,
+    at: &str,
+    errors: &mut Errors,
+) -> RemoteJwks {
+    let at = format!("{at}.jwks.remote");
+    if r.cluster.is_empty() {
+        errors.push(format!("{at}.cluster"), "must name an Envoy cluster");
+    }
+    let issuer_url = split_url(&p.issuer);
+    let discovery_path = if r.discovery {
+        match &issuer_url {
+            Some((_, path)) => {
+                let base = path.split('?').next().unwrap_or("").trim_end_matches('/');
+                Some(format!("{base}/.well-known/openid-configuration"))
+            }
+            None => {
+                errors.push(
+                    format!("{at}.discovery"),
+                    "needs an http(s) issuer URL to find /.well-known/openid-configuration",
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match (&r.path, r.discovery) {
+        (Some(_), true) => errors.push(
+            format!("{at}.path"),
+            "give `path` or `discovery: true`, not both",
+        ),
+        (None, false) => errors.push(
+            format!("{at}.path"),
+            "give the JWKS path, or `discovery: true` to find it",
+        ),
+        (Some(path), false) if !valid_path(path) => errors.push(
+            format!("{at}.path"),
+            format!("{path:?} must start with '/' and contain no spaces or control characters"),
+        ),
+        _ => {}
+    }
+    let authority = match (&r.authority, &issuer_url) {
+        (Some(a), _) => {
+            if a.is_empty() || !a.bytes().all(|b| b.is_ascii_graphic()) {
+                errors.push(format!("{at}.authority"), "must be a host name");
+            }
+            a.clone()
+        }
+        (None, Some((host, _))) => host.clone(),
+        (None, None) => r.cluster.clone(),
+    };
+    let timeout_ms = r.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if !(1..=60_000).contains(&timeout_ms) {
+        errors.push(format!("{at}.timeout_ms"), "must be between 1 and 60000");
+    }
+    let refresh = r.refresh_seconds.unwrap_or(DEFAULT_REFRESH_SECONDS);
+    let min = r
+        .min_refresh_seconds
+        .unwrap_or(DEFAULT_MIN_REFRESH_SECONDS.min(refresh));
+    let max = r
+        .max_refresh_seconds
+        .unwrap_or(DEFAULT_MAX_REFRESH_SECONDS.max(refresh));
+    if refresh == 0 {
+        errors.push(format!("{at}.refresh_seconds"), "must be at least 1");
+    }
+    if min == 0 {
+        errors.push(format!("{at}.min_refresh_seconds"), "must be at least 1");
+    }
+    if min > refresh || refresh > max {
+        errors.push(
+            format!("{at}.refresh_seconds"),
+            format!("must lie within min_refresh_seconds ({min}) and max_refresh_seconds ({max})"),
+        );
+    }
+    let unavailable = r.keys_unavailable.clone().unwrap_or_default();
+    let status = unavailable.status.unwrap_or(503);
+    if status != 401 && !(500..=599).contains(&status) {
+        errors.push(
+            format!("{at}.keys_unavailable.status"),
+            format!("{status} is not 401 or a 5xx status"),
+        );
+    }
+    let settings = format!("{}|{:?}|{r:?}", p.issuer, p.algorithms);
+    RemoteJwks {
+        cluster: r.cluster.clone(),
+        path: r.path.clone(),
+        authority,
+        discovery_path,
+        timeout_ms: u64::from(timeout_ms),
+        refresh_ms: u64::from(refresh) * 1000,
+        min_refresh_ms: u64::from(min) * 1000,
+        max_refresh_ms: u64::from(max) * 1000,
+        max_stale_ms: u64::from(r.max_stale_seconds.unwrap_or(DEFAULT_MAX_STALE_SECONDS)) * 1000,
+        unknown_kid_interval_ms: u64::from(
+            r.unknown_kid_refetch_seconds
+                .unwrap_or(DEFAULT_UNKNOWN_KID_SECONDS),
+        ) * 1000,
+        unavailable: UnavailableAnswer {
+            status,
+            retry_after_seconds: unavailable
+                .retry_after_seconds
+                .unwrap_or(DEFAULT_RETRY_AFTER_SECONDS),
+        },
+        key_prefix: format!("tollgate/jwks/{}/{}", p.name, fingerprint(&settings)),
+    }
 }
 
 fn compile_provider(p: &JwtProviderDocument, at: &str, errors: &mut Errors) -> Option<JwtProvider> {
@@ -114,21 +281,40 @@ fn compile_provider(p: &JwtProviderDocument, at: &str, errors: &mut Errors) -> O
             ),
         }
     }
-    let keys = match compile_jwks(&p.jwks.inline, &algorithms) {
-        Ok(keys) => {
-            if keys.is_empty() && !algorithms.is_empty() {
-                errors.push(
-                    format!("{at}.jwks.inline"),
-                    "no key fits the provider's algorithms",
-                );
-            }
-            keys
+    let (keys, remote) = match (&p.jwks.inline, &p.jwks.remote) {
+        (Some(inline), None) => {
+            let keys = match compile_jwks(inline, &algorithms) {
+                Ok(keys) => {
+                    if keys.is_empty() && !algorithms.is_empty() {
+                        errors.push(
+                            format!("{at}.jwks.inline"),
+                            "no key fits the provider's algorithms",
+                        );
+                    }
+                    keys
+                }
+                Err(problems) => {
+                    for (i, message) in problems {
+                        errors.push(format!("{at}.jwks.inline.keys[{i}]"), message);
+                    }
+                    Vec::new()
+                }
+            };
+            (keys, None)
         }
-        Err(problems) => {
-            for (i, message) in problems {
-                errors.push(format!("{at}.jwks.inline.keys[{i}]"), message);
-            }
-            Vec::new()
+        (None, Some(remote)) => {
+            let config = compile_remote(p, remote, at, errors);
+            (
+                Vec::new(),
+                Some(Rc::new(RemoteKeys::new(config, algorithms.clone()))),
+            )
+        }
+        _ => {
+            errors.push(
+                format!("{at}.jwks"),
+                "give exactly one of `inline` or `remote`",
+            );
+            (Vec::new(), None)
         }
     };
     let sources = match &p.from {
@@ -190,6 +376,8 @@ fn compile_provider(p: &JwtProviderDocument, at: &str, errors: &mut Errors) -> O
         remove_token: p.remove_token,
         max_token_bytes: p.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES) as usize,
         keys,
+        remote,
+        tag: fingerprint(&format!("{p:?}")),
         claims_to_headers,
         identity: IdentityRules {
             tenant_claim: identity.tenant_claim,

@@ -4,12 +4,15 @@
 
 mod api_keys;
 pub(crate) mod compile;
+pub mod jwks_source;
 pub mod keys;
 mod route;
 pub mod token;
+pub mod token_cache;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use jwt_simple::prelude::{Duration as JwtDuration, HashSet, UnixTimeStamp, VerificationOptions};
 use serde_json::{Map, Value};
@@ -19,10 +22,14 @@ pub use api_keys::ApiKeys;
 pub(crate) use compile::compile_auth;
 pub use route::{RouteAuth, bind_path_conflict};
 
+use jwks_source::{KeySources, RemoteKeys, UnavailableAnswer};
 use keys::{Algorithm, KeyEntry};
 use token::{UnverifiedToken, claim, claim_as_header_value, numeric_date, parse_unverified};
+use token_cache::{SharedVerified, TokenCacheConfig, token_hash};
 
+use crate::metrics::Counter;
 use crate::request::RequestHead;
+use crate::shared::SharedData;
 
 /// Why a request was not authenticated or not authorised. For logs and metrics only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +53,12 @@ pub enum AuthReason {
     MissingScope,
     ClaimNotAllowed,
     PathNotBound,
+    /// The token failed its signature check recently (remembered node-wide).
+    RecentlyFailed,
+    /// The client spent its budget of failed signature checks for this minute.
+    ClientBudgetSpent,
+    /// The issuer's keys are unavailable (answered per the provider's settings).
+    KeysUnavailable,
 }
 
 impl AuthReason {
@@ -70,6 +83,9 @@ impl AuthReason {
             Self::MissingScope => "missing_scope",
             Self::ClaimNotAllowed => "claim_not_allowed",
             Self::PathNotBound => "path_not_bound",
+            Self::RecentlyFailed => "recently_failed",
+            Self::ClientBudgetSpent => "client_budget_spent",
+            Self::KeysUnavailable => "keys_unavailable",
         }
     }
 }
@@ -119,7 +135,12 @@ pub struct JwtProvider {
     pub sources: Vec<TokenSource>,
     pub remove_token: bool,
     pub max_token_bytes: usize,
+    /// Inline keys (empty for a remote JWKS).
     pub keys: Vec<KeyEntry>,
+    /// A remote JWKS, fetched by the root context and shared node-wide.
+    pub remote: Option<Rc<RemoteKeys>>,
+    /// Fingerprint of the provider's settings: node-wide cache entries carry it.
+    pub tag: String,
     pub claims_to_headers: Vec<(String, String)>,
     pub identity: IdentityRules,
 }
@@ -170,6 +191,10 @@ impl TokenCache {
 pub struct Authenticator {
     pub providers: Vec<JwtProvider>,
     pub api_keys: Option<ApiKeys>,
+    /// Remote key sets, driven by the adapter's root context.
+    pub key_sources: KeySources,
+    /// Node-wide token tables and the per-client failure budget.
+    pub token_cache: TokenCacheConfig,
     cache: RefCell<TokenCache>,
 }
 
@@ -182,25 +207,50 @@ pub enum AuthOutcome {
     Anonymous,
     /// 401.
     Unauthenticated(AuthReason),
+    /// The token's issuer has no usable keys (never fetched, or stale beyond its bound).
+    KeysUnavailable(UnavailableAnswer),
+}
+
+/// Per-request inputs authentication needs beyond the request itself.
+pub struct AuthInput<'a> {
+    /// Host time (Unix ms).
+    pub now_ms: u64,
+    /// The client's IP, for the failed-verification budget.
+    pub client: Option<&'a str>,
+    pub store: &'a dyn SharedData,
 }
 
 impl Authenticator {
-    pub(crate) fn new(providers: Vec<JwtProvider>, api_keys: Option<ApiKeys>) -> Self {
+    pub(crate) fn new(
+        providers: Vec<JwtProvider>,
+        api_keys: Option<ApiKeys>,
+        token_cache: TokenCacheConfig,
+    ) -> Self {
+        let key_sources = KeySources::new(
+            providers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.remote.clone().map(|r| (i, p.issuer.clone(), r)))
+                .collect(),
+        );
         Self {
             providers,
             api_keys,
+            key_sources,
+            token_cache,
             cache: RefCell::default(),
         }
     }
 
-    /// Finds and checks the credentials a route accepts. `now_ms` is host time.
+    /// Finds and checks the credentials a route accepts. Counters for the decision are
+    /// appended to `counters`.
     pub fn authenticate(
         &self,
         route: &RouteAuth,
         request: &RequestHead,
-        now_ms: u64,
+        input: &AuthInput<'_>,
+        counters: &mut Vec<(Counter, u64)>,
     ) -> AuthOutcome {
-        let now_s = now_ms / 1000;
         // API key first: it is a cheap hash lookup.
         if route.accept_api_key
             && let Some(api_keys) = &self.api_keys
@@ -223,7 +273,7 @@ impl Authenticator {
             };
             for source in &provider.sources {
                 if let Some((token, removal)) = extract(source, request) {
-                    return self.verify_token(route, &token, removal, now_s);
+                    return self.verify_token(route, &token, removal, input, counters);
                 }
             }
         }
@@ -239,8 +289,11 @@ impl Authenticator {
         route: &RouteAuth,
         token: &str,
         removal: Removal,
-        now_s: u64,
+        input: &AuthInput<'_>,
+        counters: &mut Vec<(Counter, u64)>,
     ) -> AuthOutcome {
+        let (now_ms, store) = (input.now_ms, input.store);
+        let now_s = now_ms / 1000;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cache.borrow().get(&digest, now_s)
             && route.accept_providers.contains(&hit.provider)
@@ -272,20 +325,88 @@ impl Authenticator {
         if token.len() > provider.max_token_bytes {
             return AuthOutcome::Unauthenticated(AuthReason::TokenTooLarge);
         }
-        match provider.verify(token, &unverified, now_s) {
-            Ok(expires_at) => {
-                self.cache.borrow_mut().insert(
-                    digest,
-                    CachedToken {
-                        provider: index,
-                        expires_at,
-                        claims: unverified.claims.clone(),
-                    },
-                    now_s,
-                );
-                authenticated(provider, unverified.claims, removal)
+        let hash = token_hash(&digest);
+        let config = &self.token_cache;
+        let remember = |valid_until_s: u64, claims: &Map<String, Value>| {
+            self.cache.borrow_mut().insert(
+                digest,
+                CachedToken {
+                    provider: index,
+                    expires_at: valid_until_s,
+                    claims: claims.clone(),
+                },
+                now_s,
+            );
+        };
+        // Verified by another worker (or earlier on this one): no crypto.
+        if let Some(hit) = token_cache::get_verified(store, config, &hash, now_s)
+            && hit.provider_tag == provider.tag
+        {
+            counters.push((Counter::SharedTokenCacheHits, 1));
+            remember(hit.valid_until_s, &unverified.claims);
+            return authenticated(provider, unverified.claims, removal);
+        }
+        let (algorithm, valid_until_s) = match provider.precheck(&unverified, now_s) {
+            Ok(v) => v,
+            Err(reason) => return AuthOutcome::Unauthenticated(reason),
+        };
+        if token_cache::recently_failed(store, config, &hash, now_ms) {
+            counters.push((Counter::FailedTokenHits, 1));
+            return AuthOutcome::Unauthenticated(AuthReason::RecentlyFailed);
+        }
+        let mut keys = match provider.key_set(now_ms, store) {
+            Ok(keys) => keys,
+            Err(answer) => {
+                counters.push((Counter::KeysUnavailable, 1));
+                return AuthOutcome::KeysUnavailable(answer);
             }
-            Err(reason) => AuthOutcome::Unauthenticated(reason),
+        };
+        if unverified.kid.is_some()
+            && provider
+                .candidates(&keys, &unverified, algorithm)
+                .is_empty()
+            && let Some(remote) = &provider.remote
+            && remote.unknown_kid(now_ms, store, counters)
+            && let Ok(newer) = remote.keys(now_ms, store)
+        {
+            // Another worker fetched a newer set already: use it at once.
+            keys = newer;
+        }
+        let candidates = provider.candidates(&keys, &unverified, algorithm);
+        if candidates.is_empty() {
+            return AuthOutcome::Unauthenticated(if unverified.kid.is_some() {
+                AuthReason::UnknownKeyId
+            } else {
+                AuthReason::BadSignature
+            });
+        }
+        if let Some(client) = input.client
+            && token_cache::budget_spent(store, config, client, now_ms)
+        {
+            counters.push((Counter::ClientBudgetRefusals, 1));
+            return AuthOutcome::Unauthenticated(AuthReason::ClientBudgetSpent);
+        }
+        counters.push((Counter::SignatureChecks, 1));
+        if provider.verify_signature(token, &candidates, now_s) {
+            remember(valid_until_s, &unverified.claims);
+            token_cache::put_verified(
+                store,
+                config,
+                &hash,
+                &SharedVerified {
+                    provider_tag: provider.tag.clone(),
+                    valid_until_s,
+                },
+                now_s,
+            );
+            authenticated(provider, unverified.claims, removal)
+        } else {
+            counters.push((Counter::BadSignatures, 1));
+            token_cache::remember_failed(store, config, &hash, now_ms);
+            if let Some(client) = input.client {
+                token_cache::spend_budget(store, config, client, now_ms);
+            }
+            AuthOutcome::Unauthenticated(AuthReason::BadSignature)
         }
     }
 }
@@ -322,13 +443,14 @@ fn authenticated(
 }
 
 impl JwtProvider {
-    /// Cheap checks on the unverified token, then the signature. Returns `exp`.
-    fn verify(
+    /// Checks on the unverified token that need no key: algorithm, signature present,
+    /// audience, times, required claims. Returns the algorithm and how long a successful
+    /// verification stays valid (Unix seconds: `exp`, or `iat + max_age` if sooner).
+    fn precheck(
         &self,
-        token: &str,
         unverified: &UnverifiedToken,
         now_s: u64,
-    ) -> Result<u64, AuthReason> {
+    ) -> Result<(Algorithm, u64), AuthReason> {
         let algorithm = Algorithm::from_name(&unverified.alg)
             .filter(|a| self.algorithms.contains(a))
             .ok_or(AuthReason::AlgorithmNotAllowed)?;
@@ -362,11 +484,13 @@ impl JwtProvider {
         {
             return Err(AuthReason::NotYetValid);
         }
+        let mut valid_until = exp;
         if let Some(max_age) = self.max_age_seconds {
             let iat = iat.ok_or(AuthReason::MissingClaim)?;
             if now_s.saturating_sub(iat) > max_age.saturating_add(skew) {
                 return Err(AuthReason::TooOld);
             }
+            valid_until = valid_until.min(iat.saturating_add(max_age));
         }
         if self
             .required_claims
@@ -375,23 +499,44 @@ impl JwtProvider {
         {
             return Err(AuthReason::MissingClaim);
         }
-        let candidates: Vec<&KeyEntry> = self
-            .keys
+        Ok((algorithm, valid_until))
+    }
+
+    /// The keys to verify with now: inline, or the remote set (possibly stale within its
+    /// bound).
+    fn key_set(
+        &self,
+        now_ms: u64,
+        store: &dyn SharedData,
+    ) -> Result<Rc<Vec<KeyEntry>>, UnavailableAnswer> {
+        match &self.remote {
+            None => Ok(Rc::new(Vec::new())),
+            Some(remote) => remote.keys(now_ms, store).map_err(|e| e.0),
+        }
+    }
+
+    /// Keys of the token's algorithm and `kid` (inline keys first, then remote ones).
+    fn candidates<'a>(
+        &'a self,
+        remote: &'a [KeyEntry],
+        unverified: &UnverifiedToken,
+        algorithm: Algorithm,
+    ) -> Vec<&'a KeyEntry> {
+        self.keys
             .iter()
+            .chain(remote.iter())
             .filter(|k| k.algorithm == algorithm)
             .filter(|k| match (&unverified.kid, &k.kid) {
                 (Some(want), Some(have)) => want == have,
                 (Some(_), None) => false,
                 (None, _) => true,
             })
-            .collect();
-        if candidates.is_empty() {
-            return Err(if unverified.kid.is_some() {
-                AuthReason::UnknownKeyId
-            } else {
-                AuthReason::BadSignature
-            });
-        }
+            .collect()
+    }
+
+    /// The signature check, with jwt-simple's rules on issuer, audience and times too.
+    fn verify_signature(&self, token: &str, candidates: &[&KeyEntry], now_s: u64) -> bool {
+        let skew = self.clock_skew_seconds;
         let options = VerificationOptions {
             allowed_issuers: Some(HashSet::from([self.issuer.clone()])),
             allowed_audiences: self.audiences.as_ref().map(|a| a.iter().cloned().collect()),
@@ -403,15 +548,10 @@ impl JwtProvider {
             ..VerificationOptions::default()
         };
         // Without a kid several keys may fit; a bounded number are tried.
-        if candidates
+        candidates
             .iter()
             .take(4)
             .any(|k| k.key.verify(token, options.clone()))
-        {
-            Ok(exp)
-        } else {
-            Err(AuthReason::BadSignature)
-        }
     }
 }
 

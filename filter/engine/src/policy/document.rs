@@ -129,6 +129,44 @@ pub struct AuthDocument {
     /// API keys, stored as SHA-256 digests only.
     #[serde(default)]
     pub api_keys: Option<ApiKeysDocument>,
+    /// Node-wide memory of verified and failed tokens (shared by all workers).
+    #[serde(default)]
+    pub token_cache: Option<TokenCacheDocument>,
+    /// A per-client budget of failed signature checks; beyond it the client's unverified
+    /// tokens are refused without any crypto.
+    #[serde(default)]
+    pub client_budget: Option<ClientBudgetDocument>,
+}
+
+/// Node-wide token tables in Envoy shared data. Each is a fixed set of buckets, so its
+/// size is bounded whatever the traffic.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheDocument {
+    /// Verified tokens remembered node-wide until their `exp` (default 8192; 0: only the
+    /// per-worker cache).
+    #[serde(default)]
+    pub verified_entries: Option<u32>,
+    /// Tokens that failed their signature check, remembered so a replay costs no crypto
+    /// (default 4096; 0: off).
+    #[serde(default)]
+    pub failed_entries: Option<u32>,
+    /// How long a failed token is remembered, in seconds (default 300).
+    #[serde(default)]
+    pub failed_ttl_seconds: Option<u32>,
+}
+
+/// Failed signature checks allowed per client IP per minute.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientBudgetDocument {
+    /// Failed signature checks per client IP per minute (default 20; 0: no budget). The
+    /// client IP is the one rate limits use (`rate_limits.client_ip`).
+    #[serde(default)]
+    pub failed_verifications_per_minute: Option<u32>,
+    /// Clients tracked at once (default 8192).
+    #[serde(default)]
+    pub clients: Option<u32>,
 }
 
 /// One JWT issuer.
@@ -191,12 +229,75 @@ pub struct TokenSourceDocument {
     pub cookie: Option<String>,
 }
 
-/// The issuer's key set.
+/// The issuer's key set: exactly one of `inline` or `remote`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwksDocument {
     /// A JWKS document (`{"keys": [...]}`), inline, as YAML/JSON or as a JSON string.
-    pub inline: serde_json::Value,
+    #[serde(default)]
+    pub inline: Option<serde_json::Value>,
+    /// A JWKS fetched from an Envoy cluster, refreshed and shared by every worker.
+    #[serde(default)]
+    pub remote: Option<RemoteJwksDocument>,
+}
+
+/// A JWKS fetched through an Envoy cluster by the filter's root context, stored in
+/// shared data (one fetch and one copy per node).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwksDocument {
+    /// The Envoy cluster that reaches the identity provider (it must exist in the
+    /// bootstrap).
+    pub cluster: String,
+    /// Path of the JWKS on that cluster (e.g. `/.well-known/jwks.json`). Omit it with
+    /// `discovery: true`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// OpenID discovery: fetch `<issuer>/.well-known/openid-configuration` through the
+    /// cluster and take the JWKS location from its `jwks_uri` (default false).
+    #[serde(default)]
+    pub discovery: bool,
+    /// `:authority` of the fetch (default: the issuer's host).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Fetch timeout in milliseconds (default 5000).
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
+    /// Refresh interval in seconds when the response carries no `Cache-Control: max-age`
+    /// (default 300).
+    #[serde(default)]
+    pub refresh_seconds: Option<u32>,
+    /// Lower bound on the refresh interval a response may ask for, in seconds (default
+    /// 30, or `refresh_seconds` if lower). Also caps the retry backoff after failures.
+    #[serde(default)]
+    pub min_refresh_seconds: Option<u32>,
+    /// Upper bound on the refresh interval, in seconds (default 86400).
+    #[serde(default)]
+    pub max_refresh_seconds: Option<u32>,
+    /// How long past its refresh time the last good key set is still used while the
+    /// identity provider is unreachable, in seconds (default 3600).
+    #[serde(default)]
+    pub max_stale_seconds: Option<u32>,
+    /// At most one refetch per this many seconds when tokens name an unknown `kid`
+    /// (default 30; per provider, per node).
+    #[serde(default)]
+    pub unknown_kid_refetch_seconds: Option<u32>,
+    /// The answer while no usable key set exists (default 503 with `Retry-After: 5`).
+    #[serde(default)]
+    pub keys_unavailable: Option<KeysUnavailableDocument>,
+}
+
+/// The answer when the issuer's keys are unavailable.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeysUnavailableDocument {
+    /// 503 (default) or another 5xx for a JSON `keys_unavailable` error; or 401 to answer
+    /// like an invalid token.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `Retry-After` seconds on 5xx answers (default 5; 0: no header).
+    #[serde(default)]
+    pub retry_after_seconds: Option<u32>,
 }
 
 /// Copy a claim into a request header.

@@ -1,0 +1,299 @@
+//! What authentication costs inside wasm (the compiled filter in host-sim, one request
+//! per iteration, virtual clock, stub origin): a route without auth as the baseline,
+//! a token cached in the VM, a token another worker verified (node-wide cache), and the
+//! three shapes of a forged-token flood: new forgeries (one signature check each), a
+//! replayed forgery (failed-token memory) and new forgeries from a client past its
+//! failure budget (no crypto).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::process::Command;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tollgate_sim::config::Bootstrap;
+use tollgate_sim::replay::StubUpstream;
+use tollgate_sim::{Sim, SimOptions, SimRequest};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn filter_wasm() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "tollgate-filter", "--target"])
+        .args(["wasm32-wasip1", "--release"])
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join("wasm32-wasip1/release/tollgate_filter.wasm")
+}
+
+fn sim(policy: &str, workers: usize, now_ms: u64) -> Sim {
+    let indented: String = policy
+        .lines()
+        .map(|l| format!("                    {l}\n"))
+        .collect();
+    let text = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: tollgate
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10000 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: tollgate
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster_header: x-tollgate-cluster }} }}]
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: tollgate
+                root_id: tollgate
+                vm_config: {{ vm_id: tollgate, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: "{wasm}" }} }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+{indented}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: origin
+    connect_timeout: 1s
+    load_assignment: {{ cluster_name: origin, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18081 }} }} }} }}] }}] }}
+"#,
+        wasm = filter_wasm().display()
+    );
+    let options = SimOptions {
+        workers,
+        start_time_ns: Some(now_ms * 1_000_000),
+        ..SimOptions::default()
+    };
+    Sim::new(Bootstrap::parse(&text).unwrap(), options).unwrap()
+}
+
+fn request(
+    path: &str,
+    token: Option<&str>,
+    worker: usize,
+    client: &str,
+    now_ms: u64,
+) -> SimRequest {
+    let mut headers = Vec::new();
+    if let Some(t) = token {
+        headers.push((
+            b"authorization".to_vec(),
+            format!("Bearer {t}").into_bytes(),
+        ));
+    }
+    SimRequest {
+        time_ns: Some(now_ms * 1_000_000),
+        worker,
+        downstream_addr: Some(format!("{client}:4000")),
+        method: "GET".into(),
+        path: path.into(),
+        authority: "api.example.com".into(),
+        scheme: "https".into(),
+        headers,
+        ..SimRequest::default()
+    }
+}
+
+fn run(sim: &Sim, req: SimRequest, expect: u16) {
+    let out = sim.handle(req, &mut StubUpstream(None));
+    assert_eq!(
+        out.status,
+        expect,
+        "{:?}",
+        String::from_utf8_lossy(&out.body)
+    );
+    sim.take_logs();
+    black_box(out);
+}
+
+fn auth(c: &mut Criterion) {
+    let vectors: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("filter/engine/tests/vectors/jwt.json")).unwrap(),
+    )
+    .unwrap();
+    let now_ms = vectors["now"].as_u64().unwrap() * 1000;
+    let hs_secret = B64
+        .decode(
+            vectors["issuers"]["partners"]["hs256_secret_b64url"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let policy = format!(
+        r#"version: 1
+auth:
+  jwt_providers:
+    - {{ name: taxpayers, issuer: "https://auth.tax.example", audiences: [refund-portal], algorithms: [ES256], jwks: {{ inline: {} }} }}
+    - {{ name: partners, issuer: "https://partners.example", algorithms: [HS256], jwks: {{ inline: {} }} }}
+routes:
+  - {{ name: open, match: {{ path: {{ prefix: /open }} }}, cluster: origin }}
+  - {{ name: api, cluster: origin, auth: {{ accept: [taxpayers, partners] }} }}
+"#,
+        vectors["issuers"]["taxpayers"]["jwks"], vectors["issuers"]["partners"]["jwks"]
+    );
+    let valid_es = vectors["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "valid ES256")
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parts: Vec<String> = valid_es.split('.').map(str::to_string).collect();
+    let forgery = |n: u64| {
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            B64.encode(n.to_le_bytes().repeat(8))
+        )
+    };
+    let hs_token = |n: u64| {
+        let claims = json!({"iss": "https://partners.example", "sub": format!("p{n}"),
+                            "exp": now_ms / 1000 + 3600});
+        let input = format!(
+            "{}.{}",
+            B64.encode(br#"{"alg":"HS256"}"#),
+            B64.encode(claims.to_string())
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(&hs_secret).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", B64.encode(mac.finalize().into_bytes()))
+    };
+
+    let sim = sim(&policy, 2, now_ms);
+    let mut g = c.benchmark_group("auth_wasm");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("no_auth_route", |b| {
+        b.iter(|| run(&sim, request("/open", None, 0, "203.0.113.1", now_ms), 200))
+    });
+    run(
+        &sim,
+        request("/v1/x", Some(&valid_es), 0, "203.0.113.1", now_ms),
+        200,
+    );
+    g.bench_function("vm_cached/ES256", |b| {
+        b.iter(|| {
+            run(
+                &sim,
+                request("/v1/x", Some(&valid_es), 0, "203.0.113.1", now_ms),
+                200,
+            )
+        })
+    });
+    let mut n = 0u64;
+    g.bench_function("node_cached/HS256", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                let t = hs_token(n);
+                // Worker 1 verifies it; worker 0 then sees it for the first time.
+                run(
+                    &sim,
+                    request("/v1/x", Some(&t), 1, "203.0.113.1", now_ms),
+                    200,
+                );
+                request("/v1/x", Some(&t), 0, "203.0.113.1", now_ms)
+            },
+            |req| run(&sim, req, 200),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut n = 0u64;
+    g.bench_function("first_seen/HS256", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                request(
+                    "/v1/x",
+                    Some(&hs_token(1_000_000 + n)),
+                    0,
+                    "203.0.113.1",
+                    now_ms,
+                )
+            },
+            |req| run(&sim, req, 200),
+            BatchSize::SmallInput,
+        )
+    });
+    // Forged-token floods. New forgeries from ever new clients: a check each.
+    let mut n = 0u64;
+    g.bench_function("forged_new/ES256", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                let client = format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255);
+                request("/v1/x", Some(&forgery(n)), 0, &client, now_ms)
+            },
+            |req| run(&sim, req, 401),
+            BatchSize::SmallInput,
+        )
+    });
+    // The same forgery replayed: the node remembers it failed.
+    run(
+        &sim,
+        request("/v1/x", Some(&forgery(0)), 0, "198.51.100.1", now_ms),
+        401,
+    );
+    g.bench_function("forged_replayed/ES256", |b| {
+        b.iter(|| {
+            run(
+                &sim,
+                request("/v1/x", Some(&forgery(0)), 0, "198.51.100.1", now_ms),
+                401,
+            )
+        })
+    });
+    // New forgeries from one client past its budget (20 per minute): no crypto.
+    for i in 0..25 {
+        run(
+            &sim,
+            request(
+                "/v1/x",
+                Some(&forgery(u64::MAX - i)),
+                0,
+                "198.51.100.2",
+                now_ms,
+            ),
+            401,
+        );
+    }
+    let mut n = 1u64 << 40;
+    g.bench_function("forged_over_budget/ES256", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                request("/v1/x", Some(&forgery(n)), 0, "198.51.100.2", now_ms)
+            },
+            |req| run(&sim, req, 401),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, auth);
+criterion_main!(benches);
