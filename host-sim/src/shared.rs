@@ -72,6 +72,19 @@ impl Shared {
         Self::default()
     }
 
+    /// Shared-data entries and the bytes of their keys and values, over every VM id (what a
+    /// filter stores on the host; map overhead not included).
+    pub fn data_footprint(&self) -> (usize, usize) {
+        let inner = lock(&self.data);
+        inner
+            .by_vm
+            .values()
+            .flat_map(|m| m.iter())
+            .fold((0, 0), |(n, bytes), (k, v)| {
+                (n + 1, bytes + k.len() + v.value.len())
+            })
+    }
+
     pub fn get_data(&self, vm_id: &str, key: &str) -> Option<SharedValue> {
         let inner = lock(&self.data);
         inner.by_vm.get(vm_id).and_then(|m| m.get(key)).cloned()

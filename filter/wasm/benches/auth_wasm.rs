@@ -295,5 +295,78 @@ routes:
     g.finish();
 }
 
-criterion_group!(benches, auth);
+/// One rate-limit decision in wasm with real shared-data CAS (host-sim's store shared by the
+/// workers): a route with no limit as the baseline, one per-client-IP limit, the same with a
+/// velocity rule. Then how much shared data 10,000 tenants' buckets take on the host.
+fn limits(c: &mut Criterion) {
+    let now_ms = 1_767_225_600_000;
+    let policy = r#"version: 1
+rate_limits:
+  limits:
+    - { name: per-ip, key: [client_ip], rate: 1000000000, per: 1s }
+    - { name: per-tenant, key: ["header:x-tenant"], rate: 60, per: 1m, max_keys: 65536 }
+  velocity:
+    - { name: ip-spike, key: [client_ip], min_requests: 1000000000 }
+routes:
+  - { name: open, match: { path: { prefix: /open } }, cluster: origin }
+  - { name: limited, match: { path: { prefix: /limited } }, cluster: origin, limits: [per-ip] }
+  - { name: tenants, match: { path: { prefix: /tenants } }, cluster: origin, limits: [per-tenant] }
+"#;
+    let no_velocity = policy.replace(
+        "  velocity:\n    - { name: ip-spike, key: [client_ip], min_requests: 1000000000 }\n",
+        "",
+    );
+    let sim_plain = sim(&no_velocity, 2, now_ms);
+    let sim_velocity = sim(policy, 2, now_ms);
+    let mut g = c.benchmark_group("limits_wasm");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("no_limit_route", |b| {
+        b.iter(|| {
+            run(
+                &sim_plain,
+                request("/open", None, 0, "203.0.113.1", now_ms),
+                200,
+            )
+        })
+    });
+    g.bench_function("one_limit", |b| {
+        b.iter(|| {
+            run(
+                &sim_plain,
+                request("/limited", None, 0, "203.0.113.1", now_ms),
+                200,
+            )
+        })
+    });
+    g.bench_function("one_limit_and_velocity", |b| {
+        b.iter(|| {
+            run(
+                &sim_velocity,
+                request("/limited", None, 0, "203.0.113.1", now_ms),
+                200,
+            )
+        })
+    });
+    g.finish();
+
+    // Keys per MiB: 10,000 tenants, each with one request through the per-tenant limit.
+    let sim = sim(&no_velocity, 2, now_ms);
+    let (entries_before, bytes_before) = sim.shared.data_footprint();
+    for t in 0..10_000 {
+        let mut req = request("/tenants", None, t % 2, "203.0.113.1", now_ms);
+        req.headers
+            .push((b"x-tenant".to_vec(), format!("tenant-{t:05}").into_bytes()));
+        run(&sim, req, 200);
+    }
+    let (entries, bytes) = sim.shared.data_footprint();
+    let (entries, bytes) = (entries - entries_before, bytes - bytes_before);
+    eprintln!(
+        "limits_wasm/footprint: 10000 tenants -> {entries} shared-data entries, {bytes} bytes of keys and values \
+         ({:.1} bytes per tenant, {:.0} tenants per MiB before the host's map overhead)",
+        bytes as f64 / 10_000.0,
+        10_000.0 * 1_048_576.0 / bytes as f64
+    );
+}
+
+criterion_group!(benches, auth, limits);
 criterion_main!(benches);
