@@ -1,10 +1,19 @@
 //! JWKS → verification keys, compiled once per policy load. A key is only ever used
 //! with the algorithms its provider allows and its own type supports, so an RSA public
 //! key can never be turned into an HMAC secret (RS/HS confusion).
+//!
+//! RSA and Ed25519 signatures are checked with `rsa` and `ed25519-dalek`, which are several
+//! times faster inside wasm than jwt-simple's pure-Rust backends; the token rules around them
+//! stay jwt-simple's (`rules`). HMAC and ECDSA stay on jwt-simple (ECDSA already uses the
+//! `p256`/`p384` crates there).
+
+mod rules;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_simple::prelude::*;
+use rsa::sha2::{Sha256, Sha384, Sha512};
+use rsa::{BoxedUint, RsaPublicKey};
 use serde_json::Value;
 
 /// The algorithms Tollgate accepts at all. `none` is not one of them in any spelling.
@@ -44,6 +53,24 @@ impl Algorithm {
         })
     }
 
+    /// The `alg` name a token must carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::HS384 => "HS384",
+            Self::HS512 => "HS512",
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+
     fn family(self) -> KeyFamily {
         match self {
             Self::HS256 | Self::HS384 | Self::HS512 => KeyFamily::Oct,
@@ -66,20 +93,21 @@ enum KeyFamily {
     Ed25519,
 }
 
-/// A key ready to verify one algorithm.
+/// A key ready to verify one algorithm. Each variant fixes the algorithm (and so the
+/// padding and hash), so a key is never used with another one.
 pub enum VerifyingKey {
     HS256(HS256Key),
     HS384(HS384Key),
     HS512(HS512Key),
-    RS256(RS256PublicKey),
-    RS384(RS384PublicKey),
-    RS512(RS512PublicKey),
-    PS256(PS256PublicKey),
-    PS384(PS384PublicKey),
-    PS512(PS512PublicKey),
+    RS256(rsa::pkcs1v15::VerifyingKey<Sha256>),
+    RS384(rsa::pkcs1v15::VerifyingKey<Sha384>),
+    RS512(rsa::pkcs1v15::VerifyingKey<Sha512>),
+    PS256(rsa::pss::VerifyingKey<Sha256>),
+    PS384(rsa::pss::VerifyingKey<Sha384>),
+    PS512(rsa::pss::VerifyingKey<Sha512>),
     ES256(ES256PublicKey),
     ES384(ES384PublicKey),
-    EdDSA(Ed25519PublicKey),
+    EdDSA(ed25519_dalek::VerifyingKey),
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -89,23 +117,62 @@ impl std::fmt::Debug for VerifyingKey {
     }
 }
 
+/// An RSA signature of the key's exact size that verifies over `input`.
+fn rsa_ok<S, K>(key: &K, input: &[u8], signature: &[u8]) -> bool
+where
+    K: rsa::signature::Verifier<S>,
+    S: for<'a> TryFrom<&'a [u8]>,
+{
+    S::try_from(signature).is_ok_and(|s| key.verify(input, &s).is_ok())
+}
+
 impl VerifyingKey {
-    /// Verifies signature, issuer, audience and times with jwt-simple's rules.
+    /// Verifies signature, header, issuer, audience and times with jwt-simple's rules.
     pub fn verify(&self, token: &str, options: VerificationOptions) -> bool {
-        let o = Some(options);
+        let o = &options;
+        let ok = |alg: Algorithm, check: &dyn Fn(&[u8], &[u8]) -> bool| {
+            // jwt-simple also accepts `Ed25519` for EdDSA; Tollgate's pipeline refuses that
+            // name earlier (`Algorithm::from_name`), the key accepts what jwt-simple did.
+            let alias: &[&str] = if alg == Algorithm::EdDSA {
+                &["EdDSA", "Ed25519"]
+            } else {
+                &[]
+            };
+            let names = [alg.name()];
+            rules::verify(
+                token,
+                o,
+                if alias.is_empty() { &names } else { alias },
+                check,
+            )
+        };
         match self {
-            Self::HS256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::HS384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::HS512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::RS256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::RS384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::RS512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::PS256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::PS384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::PS512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::ES256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::ES384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Self::EdDSA(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Self::HS256(k) => k
+                .verify_token::<NoCustomClaims>(token, Some(options))
+                .is_ok(),
+            Self::HS384(k) => k
+                .verify_token::<NoCustomClaims>(token, Some(options))
+                .is_ok(),
+            Self::HS512(k) => k
+                .verify_token::<NoCustomClaims>(token, Some(options))
+                .is_ok(),
+            Self::RS256(k) => ok(Algorithm::RS256, &|i, s| rsa_ok(k, i, s)),
+            Self::RS384(k) => ok(Algorithm::RS384, &|i, s| rsa_ok(k, i, s)),
+            Self::RS512(k) => ok(Algorithm::RS512, &|i, s| rsa_ok(k, i, s)),
+            Self::PS256(k) => ok(Algorithm::PS256, &|i, s| rsa_ok(k, i, s)),
+            Self::PS384(k) => ok(Algorithm::PS384, &|i, s| rsa_ok(k, i, s)),
+            Self::PS512(k) => ok(Algorithm::PS512, &|i, s| rsa_ok(k, i, s)),
+            Self::ES256(k) => k
+                .verify_token::<NoCustomClaims>(token, Some(options))
+                .is_ok(),
+            Self::ES384(k) => k
+                .verify_token::<NoCustomClaims>(token, Some(options))
+                .is_ok(),
+            Self::EdDSA(k) => ok(Algorithm::EdDSA, &|i, s| {
+                // Strict: non-canonical or small-order points are refused, as before.
+                ed25519_dalek::Signature::from_slice(s)
+                    .is_ok_and(|s| k.verify_strict(i, &s).is_ok())
+            }),
         }
     }
 }
@@ -250,23 +317,14 @@ fn build_key(jwk: &Value, algorithm: Algorithm) -> Result<VerifyingKey, String> 
             if n.len() < 256 {
                 return Err("RSA keys must be at least 2048 bits".to_string());
             }
+            let key = rsa_key(&n, &e).map_err(|e| format!("invalid {algorithm:?} key: {e}"))?;
             match algorithm {
-                Algorithm::RS256 => {
-                    VerifyingKey::RS256(RS256PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::RS384 => {
-                    VerifyingKey::RS384(RS384PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::RS512 => {
-                    VerifyingKey::RS512(RS512PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::PS256 => {
-                    VerifyingKey::PS256(PS256PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::PS384 => {
-                    VerifyingKey::PS384(PS384PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                _ => VerifyingKey::PS512(PS512PublicKey::from_components(&n, &e).map_err(bad)?),
+                Algorithm::RS256 => VerifyingKey::RS256(rsa::pkcs1v15::VerifyingKey::new(key)),
+                Algorithm::RS384 => VerifyingKey::RS384(rsa::pkcs1v15::VerifyingKey::new(key)),
+                Algorithm::RS512 => VerifyingKey::RS512(rsa::pkcs1v15::VerifyingKey::new(key)),
+                Algorithm::PS256 => VerifyingKey::PS256(rsa::pss::VerifyingKey::new(key)),
+                Algorithm::PS384 => VerifyingKey::PS384(rsa::pss::VerifyingKey::new(key)),
+                _ => VerifyingKey::PS512(rsa::pss::VerifyingKey::new(key)),
             }
         }
         Algorithm::ES256 => {
@@ -276,8 +334,22 @@ fn build_key(jwk: &Value, algorithm: Algorithm) -> Result<VerifyingKey, String> 
             VerifyingKey::ES384(ES384PublicKey::from_bytes(&ec_point(48)?).map_err(bad)?)
         }
         Algorithm::EdDSA => {
-            let x = field_bytes(jwk, "x")?;
-            VerifyingKey::EdDSA(Ed25519PublicKey::from_bytes(&x).map_err(bad)?)
+            let x: [u8; 32] = field_bytes(jwk, "x")?
+                .try_into()
+                .map_err(|_| "Ed25519 keys must be 32 bytes".to_string())?;
+            VerifyingKey::EdDSA(
+                ed25519_dalek::VerifyingKey::from_bytes(&x)
+                    .map_err(|e| format!("invalid {algorithm:?} key: {e}"))?,
+            )
         }
     })
+}
+
+/// The RSA public key from JWK `n` and `e` (big-endian). `rsa` checks the exponent range and
+/// a modulus of at most 4096 bits.
+fn rsa_key(n: &[u8], e: &[u8]) -> Result<RsaPublicKey, String> {
+    let bits = |b: &[u8]| u32::try_from(b.len().max(1) * 8).map_err(|_| "too large".to_string());
+    let n = BoxedUint::from_be_slice(n, bits(n)?).map_err(|e| e.to_string())?;
+    let e = BoxedUint::from_be_slice(e, bits(e)?).map_err(|e| e.to_string())?;
+    RsaPublicKey::new(n, e).map_err(|e| e.to_string())
 }
