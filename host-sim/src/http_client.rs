@@ -1,10 +1,14 @@
-//! A small blocking HTTP/1.1 client for callouts and upstream requests (one connection per
-//! request, `connection: close`). Blocking keeps the VM-driving code synchronous, which is what
-//! makes replay deterministic; serve runs it on blocking threads. An exchange streams: the head
+//! A small blocking HTTP/1.1 client for callouts and upstream requests. Blocking keeps the
+//! VM-driving code synchronous, which is what makes replay deterministic; serve runs it on
+//! blocking threads. Requests without a body reuse idle keep-alive connections (as Envoy's
+//! connection pools do); requests with a body get a fresh connection and `connection: close`,
+//! so a stale pooled connection never costs a body that cannot be sent again. An exchange streams: the head
 //! goes out at [`open`], the body as it is written, and the response body is read chunk by chunk.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::abi::pairs::Pairs;
@@ -13,6 +17,38 @@ use crate::abi::pairs::Pairs;
 const MAX_BODY: usize = 64 << 20;
 /// Largest piece handed on from a streamed response body.
 const READ_CHUNK: usize = 64 << 10;
+/// Idle keep-alive connections kept per upstream address.
+const IDLE_PER_ADDRESS: usize = 64;
+
+/// Idle keep-alive connections by `host:port`.
+static IDLE: LazyLock<Mutex<HashMap<String, Vec<TcpStream>>>> = LazyLock::new(Default::default);
+
+fn take_idle(addr: &str) -> Option<TcpStream> {
+    crate::shared::lock(&IDLE).get_mut(addr)?.pop()
+}
+
+fn put_idle(addr: &str, stream: TcpStream) {
+    let mut idle = crate::shared::lock(&IDLE);
+    let list = idle.entry(addr.to_string()).or_default();
+    if list.len() < IDLE_PER_ADDRESS {
+        list.push(stream);
+    }
+}
+
+fn connect(addr: &str, connect_timeout: Duration) -> Result<TcpStream, HttpError> {
+    let sock = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or(HttpError::ConnectFailure)?;
+    let stream =
+        TcpStream::connect_timeout(&sock, connect_timeout).map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => HttpError::Timeout,
+            _ => HttpError::ConnectFailure,
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HttpError {
@@ -92,6 +128,11 @@ pub struct Exchange {
     chunked: bool,
     head_request: bool,
     deadline: Deadline,
+    /// The address to return the connection to after a complete keep-alive response.
+    pool: Option<String>,
+    /// Set when the head went out on a pooled connection: the head, to send again on a fresh
+    /// connection if the pooled one was closed by the origin meanwhile.
+    retry: Option<(Vec<u8>, Duration)>,
 }
 
 #[derive(Clone, Copy)]
@@ -133,18 +174,6 @@ pub fn open(
         start: Instant::now(),
         timeout,
     };
-    let sock = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or(HttpError::ConnectFailure)?;
-    let mut stream =
-        TcpStream::connect_timeout(&sock, connect_timeout).map_err(|e| match e.kind() {
-            std::io::ErrorKind::TimedOut => HttpError::Timeout,
-            _ => HttpError::ConnectFailure,
-        })?;
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(deadline.remaining()?);
     let Request {
         method,
         path,
@@ -183,14 +212,62 @@ pub fn open(
         }
         Framing::Length(_) => {}
     }
-    head.extend_from_slice(b"connection: close\r\n\r\n");
-    stream.write_all(&head).map_err(|_| HttpError::Reset)?;
+    // Only a request without a body may go out again on a fresh connection when a pooled one
+    // turns out to be stale.
+    let reusable = !has_length && framing == Framing::Length(0);
+    if !reusable {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let (stream, retry) = match reusable.then(|| take_idle(addr)).flatten() {
+        Some(mut pooled) => {
+            let _ = pooled.set_write_timeout(deadline.remaining()?);
+            match pooled.write_all(&head) {
+                Ok(()) => (pooled, Some((head, connect_timeout))),
+                Err(_) => (send_head(addr, &head, connect_timeout, deadline)?, None),
+            }
+        }
+        None => (send_head(addr, &head, connect_timeout, deadline)?, None),
+    };
     Ok(Exchange {
         stream,
         chunked,
         head_request: method == "HEAD",
         deadline,
+        pool: reusable.then(|| addr.to_string()),
+        retry,
     })
+}
+
+fn send_head(
+    addr: &str,
+    head: &[u8],
+    connect_timeout: Duration,
+    deadline: Deadline,
+) -> Result<TcpStream, HttpError> {
+    let mut stream = connect(addr, connect_timeout)?;
+    let _ = stream.set_write_timeout(deadline.remaining()?);
+    stream.write_all(head).map_err(|_| HttpError::Reset)?;
+    Ok(stream)
+}
+
+/// Reads a status line; `Ok(None)` when the connection ended before any byte of it.
+fn read_status_line(r: &mut BufReader<TcpStream>) -> Result<Option<String>, HttpError> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some(line)),
+        Err(e)
+            if line.is_empty()
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(io_error(e)),
+    }
 }
 
 impl Exchange {
@@ -220,8 +297,17 @@ impl Exchange {
         }
         let _ = self.stream.set_read_timeout(self.deadline.remaining()?);
         let mut r = BufReader::with_capacity(READ_CHUNK, self.stream);
-        let mut line = String::new();
-        r.read_line(&mut line).map_err(io_error)?;
+        let mut line = read_status_line(&mut r)?;
+        if line.is_none()
+            && let (Some((head, connect_timeout)), Some(addr)) = (self.retry.take(), &self.pool)
+        {
+            let stream = send_head(addr, &head, connect_timeout, self.deadline)?;
+            let _ = stream.set_read_timeout(self.deadline.remaining()?);
+            r = BufReader::with_capacity(READ_CHUNK, stream);
+            line = read_status_line(&mut r)?;
+        }
+        let line = line.ok_or(HttpError::Reset)?;
+        let keep_alive = line.starts_with("HTTP/1.1");
         let status: u16 = line
             .split_whitespace()
             .nth(1)
@@ -250,9 +336,15 @@ impl Exchange {
                 continue;
             }
             if k == "connection" {
+                if v.eq_ignore_ascii_case("close") {
+                    self.pool = None;
+                }
                 continue;
             }
             headers.push((k.into_bytes(), v.into_bytes()));
+        }
+        if !keep_alive {
+            self.pool = None;
         }
         let body = if self.head_request || status == 204 || status == 304 {
             BodyFraming::Done
@@ -267,13 +359,19 @@ impl Exchange {
         } else {
             BodyFraming::UntilClose
         };
-        Ok(ResponseStream {
+        if matches!(body, BodyFraming::UntilClose) {
+            self.pool = None;
+        }
+        let mut response = ResponseStream {
             status,
             headers,
             reader: r,
             body,
             deadline: self.deadline,
-        })
+            pool: self.pool,
+        };
+        response.release_if_done();
+        Ok(response)
     }
 }
 
@@ -292,9 +390,22 @@ pub struct ResponseStream {
     reader: BufReader<TcpStream>,
     body: BodyFraming,
     deadline: Deadline,
+    pool: Option<String>,
 }
 
 impl ResponseStream {
+    /// A keep-alive response read to its end gives its connection back for the next request
+    /// (a duplicate handle: the socket stays open when this one is dropped).
+    fn release_if_done(&mut self) {
+        if matches!(self.body, BodyFraming::Done)
+            && self.reader.buffer().is_empty()
+            && let Some(addr) = self.pool.take()
+            && let Ok(stream) = self.reader.get_ref().try_clone()
+        {
+            put_idle(&addr, stream);
+        }
+    }
+
     /// The response has no body at all.
     pub fn is_bodyless(&self) -> bool {
         matches!(self.body, BodyFraming::Done)
@@ -322,6 +433,7 @@ impl ResponseStream {
                 *left -= got.len() as u64;
                 if *left == 0 {
                     self.body = BodyFraming::Done;
+                    self.release_if_done();
                 }
                 Ok(Some(got))
             }
@@ -350,6 +462,7 @@ impl ResponseStream {
                             }
                         }
                         self.body = BodyFraming::Done;
+                        self.release_if_done();
                         return Ok(None);
                     }
                     *left_in_chunk = size;

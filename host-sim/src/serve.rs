@@ -294,19 +294,42 @@ fn response(
     builder.body(body).map_err(std::io::Error::other)
 }
 
-/// Copies the client's body frames into `tx` (trailers are dropped, as Envoy's HTTP/1 codec
-/// does without `enable_trailers`).
+/// Copies the client's body into `tx`, one item per batch of frames hyper already has (Envoy's
+/// HTTP/1 codec hands the filter what one socket read brought, not one callback per HTTP
+/// chunk). Trailers are dropped, as Envoy's HTTP/1 codec does without `enable_trailers`.
 async fn feed_request_body(mut body: Incoming, tx: mpsc::Sender<Result<Bytes, ()>>) {
-    while let Some(frame) = body.frame().await {
-        let item = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) if !data.is_empty() => Ok(data),
-                _ => continue,
-            },
-            Err(_) => Err(()),
+    let mut ended = false;
+    while !ended {
+        let mut batch = Vec::new();
+        let mut failed = false;
+        let Some(first) = body.frame().await else {
+            return;
         };
-        let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        batch.extend_from_slice(&data);
+                    }
+                }
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+            // A zero timeout polls once: frames already parsed are ready, nothing else waits.
+            match tokio::time::timeout(Duration::ZERO, body.frame()).await {
+                Ok(Some(frame)) => next = Some(frame),
+                Ok(None) => ended = true,
+                Err(_) => {}
+            }
+        }
+        if !batch.is_empty() && tx.send(Ok(Bytes::from(batch))).await.is_err() {
+            return;
+        }
+        if failed {
+            let _ = tx.send(Err(())).await;
             return;
         }
     }
