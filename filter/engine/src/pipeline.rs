@@ -363,7 +363,6 @@ impl Engine {
     ) -> Option<LocalReply> {
         let limits = &self.policy.rate_limits;
         let outcome = limits.check(route_limits, input, now_ms, store);
-        let headers = crate::limits::headers(&outcome, limits.legacy_headers);
         if outcome.store_errors > 0 {
             plan.counters
                 .push((Counter::LimiterFailOpen, outcome.store_errors));
@@ -380,7 +379,9 @@ impl Engine {
                 "retry-after".to_string(),
                 retry_after_ms.div_ceil(1000).max(1).to_string(),
             ));
-            reply.headers.extend(headers);
+            reply
+                .headers
+                .extend(crate::limits::headers(&outcome, limits.legacy_headers));
             reply.counters = std::mem::take(&mut plan.counters);
             reply.detail = Some("rate_limited");
             return Some(reply);
@@ -392,8 +393,9 @@ impl Engine {
                 outcome.shadow_denied.join(","),
             ));
         }
+        // Formatted only when they are sent: most allowed requests carry none.
         if limits.headers_on_allowed {
-            plan.response_headers = headers;
+            plan.response_headers = crate::limits::headers(&outcome, limits.legacy_headers);
         }
         None
     }
