@@ -31,8 +31,8 @@ use crate::sim::{
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Request body chunks buffered between the client's socket and the filter (back-pressure).
-const REQUEST_CHUNKS_IN_FLIGHT: usize = 8;
+/// Body chunks buffered between a socket and the filter, each way (back-pressure).
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Real sockets to the cluster's first endpoint.
 pub struct RealUpstream {
@@ -254,7 +254,7 @@ impl ResponseSink for HyperSink {
         let body = if end_of_stream {
             full(Vec::new())
         } else {
-            let (sender, channel) = Channel::new(REQUEST_CHUNKS_IN_FLIGHT);
+            let (sender, channel) = Channel::new(CHUNKS_IN_FLIGHT);
             self.body = Some(sender);
             channel.boxed()
         };
@@ -372,7 +372,7 @@ async fn handle(
         .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
     let empty = body.is_end_stream();
-    let (tx, rx) = mpsc::channel(REQUEST_CHUNKS_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     if !empty {
         tokio::spawn(feed_request_body(body, tx));
     }

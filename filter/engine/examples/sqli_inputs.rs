@@ -2,7 +2,6 @@
 //! `tests/corpora/crs`) with Tollgate's SQLi detector verdict and its time, one JSON
 //! line per case, for `scripts/sqli-vs-libinjection.py` to run libinjection on the very
 //! same values: `cargo run --release -p tollgate-engine --example sqli_inputs > cases.jsonl`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,17 +12,17 @@ use tollgate_engine::waf::document::WafDetector;
 use tollgate_engine::waf::inputs::split_pairs;
 use tollgate_engine::waf::transform;
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/corpora/crs/REQUEST-942-APPLICATION-ATTACK-SQLI");
-    let detectors = Detectors::new().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let detectors = Detectors::new()?;
+    let mut files = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<PathBuf>, _>>()?;
     files.sort();
     for file in files {
-        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&file)?)?;
+        let stem = file.file_stem().unwrap_or_default().to_string_lossy();
         for test in doc["tests"].as_sequence().into_iter().flatten() {
             for stage in test["stages"].as_sequence().into_iter().flatten() {
                 let log = &stage["output"]["log"];
@@ -57,7 +56,7 @@ fn main() {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "case": format!("{}#{}", file.file_stem().unwrap().to_string_lossy(), test["test_id"].as_u64().unwrap_or(0)),
+                        "case": format!("{stem}#{}", test["test_id"].as_u64().unwrap_or(0)),
                         "attack": attack,
                         "values": values,
                         "tollgate": hit,
@@ -67,4 +66,5 @@ fn main() {
             }
         }
     }
+    Ok(())
 }

@@ -6,9 +6,10 @@
 //! failure budget (no crypto).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -20,72 +21,13 @@ use tollgate_sim::config::Bootstrap;
 use tollgate_sim::replay::StubUpstream;
 use tollgate_sim::{Sim, SimOptions, SimRequest};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn filter_wasm() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "tollgate-filter", "--target"])
-        .args(["wasm32-wasip1", "--release"])
-        .current_dir(root())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from)
-        .join("wasm32-wasip1/release/tollgate_filter.wasm")
-}
-
 fn sim(policy: &str, workers: usize, now_ms: u64) -> Sim {
-    let indented: String = policy
-        .lines()
-        .map(|l| format!("                    {l}\n"))
-        .collect();
-    let text = format!(
-        r#"
-static_resources:
-  listeners:
-  - name: tollgate
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10000 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: tollgate
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster_header: x-tollgate-cluster }} }}]
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: tollgate
-                root_id: tollgate
-                vm_config: {{ vm_id: tollgate, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: "{wasm}" }} }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: |
-{indented}
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment: {{ cluster_name: origin, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18081 }} }} }} }}] }}] }}
-"#,
-        wasm = filter_wasm().display()
-    );
     let options = SimOptions {
         workers,
         start_time_ns: Some(now_ms * 1_000_000),
         ..SimOptions::default()
     };
+    let text = common::bootstrap_text(policy, &[("origin", 18081)]);
     Sim::new(Bootstrap::parse(&text).unwrap(), options).unwrap()
 }
 
@@ -130,7 +72,8 @@ fn run(sim: &Sim, req: SimRequest, expect: u16) {
 
 fn auth(c: &mut Criterion) {
     let vectors: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("filter/engine/tests/vectors/jwt.json")).unwrap(),
+        &std::fs::read_to_string(common::root().join("filter/engine/tests/vectors/jwt.json"))
+            .unwrap(),
     )
     .unwrap();
     let now_ms = vectors["now"].as_u64().unwrap() * 1000;

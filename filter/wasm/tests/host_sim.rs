@@ -3,9 +3,9 @@
 //! over the body, and refusal of a bad policy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
+mod common;
+
+use common::{bootstrap_text, root};
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -15,105 +15,8 @@ use tollgate_sim::replay::{ReplayOptions, replay};
 
 const T0_MS: u64 = 1_767_225_600_000;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
-}
-
-fn cargo_build(args: &[&str]) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .arg("build")
-        .arg("-q")
-        .args(args)
-        .current_dir(root())
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build {args:?} failed");
-}
-
-/// Builds the filter for wasm32-wasip1 once per test binary, so the tests never run a
-/// stale module.
-fn filter_wasm() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        cargo_build(&[
-            "-p",
-            "tollgate-filter",
-            "--target",
-            "wasm32-wasip1",
-            "--release",
-        ]);
-        target_dir().join("wasm32-wasip1/release/tollgate_filter.wasm")
-    })
-    .clone()
-}
-
-/// An Envoy bootstrap like `envoy/bootstrap/demo.yaml`, with `policy` inline.
 fn bootstrap(policy: &str) -> String {
-    let indented: String = policy
-        .lines()
-        .map(|l| format!("                    {l}\n"))
-        .collect();
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: tollgate
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10000 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: tollgate
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              request_headers_to_remove: [x-tollgate-cluster]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster_header: x-tollgate-cluster }}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: tollgate
-                root_id: tollgate
-                failure_policy: FAIL_CLOSED
-                allow_on_headers_stop_iteration: true
-                vm_config:
-                  vm_id: tollgate
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: |
-{indented}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: origin
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18081 }} }} }} }}] }}]
-  - name: origin_eu
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: origin_eu
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18082 }} }} }} }}] }}]
-"#,
-        wasm = filter_wasm().display()
-    )
+    bootstrap_text(policy, &[("origin", 18081), ("origin_eu", 18082)])
 }
 
 /// Runs `lines` (contract input) through replay with `workers` VMs; returns output lines.

@@ -6,9 +6,11 @@
 //! stale keys first, then `keys_unavailable`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::bootstrap_text;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -23,86 +25,12 @@ use tollgate_sim::{CalloutReply, Callouts, Sim, SimOptions};
 const T0_MS: u64 = 1_767_225_600_000;
 const ISSUER: &str = "https://idp.example";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
-}
-
-/// Builds the filter for wasm32-wasip1 once per test binary (never a stale module).
-fn filter_wasm() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "tollgate-filter", "--target"])
-            .args(["wasm32-wasip1", "--release"])
-            .current_dir(root())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the filter failed");
-        target_dir().join("wasm32-wasip1/release/tollgate_filter.wasm")
-    })
-    .clone()
-}
-
 fn bootstrap(policy: &str) -> Bootstrap {
-    let indented: String = policy
-        .lines()
-        .map(|l| format!("                    {l}\n"))
-        .collect();
-    let cluster = |name: &str, port: u16| {
-        format!(
-            "  - name: {name}\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]\n"
-        )
-    };
-    let text = format!(
-        r#"
-static_resources:
-  listeners:
-  - name: tollgate
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10000 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: tollgate
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster_header: x-tollgate-cluster }}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: tollgate
-                root_id: tollgate
-                failure_policy: FAIL_CLOSED
-                vm_config:
-                  vm_id: tollgate
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: |
-{indented}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-{origin}{idp}"#,
-        wasm = filter_wasm().display(),
-        origin = cluster("origin", 18081),
-        idp = cluster("idp", 18090),
-    );
-    Bootstrap::parse(&text).unwrap()
+    Bootstrap::parse(&bootstrap_text(
+        policy,
+        &[("origin", 18081), ("idp", 18090)],
+    ))
+    .unwrap()
 }
 
 fn secret(kid: &str) -> Vec<u8> {
