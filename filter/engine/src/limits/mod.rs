@@ -72,22 +72,23 @@ pub struct RouteLimit {
     pub cost: u64,
 }
 
-/// How one limit stood after this request.
+/// How one limit stood after this request. Names borrow from the policy: the allowed
+/// path allocates nothing per limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitStatus {
-    pub name: String,
+pub struct LimitStatus<'p> {
+    pub name: &'p str,
     pub quota: Quota,
     pub remaining: u64,
     pub reset_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LimitOutcome {
-    pub statuses: Vec<LimitStatus>,
+pub struct LimitOutcome<'p> {
+    pub statuses: Vec<LimitStatus<'p>>,
     /// The enforcing limit that refused, with the wait.
-    pub denied: Option<(String, u64)>,
+    pub denied: Option<(&'p str, u64)>,
     /// Shadow limits that would have refused.
-    pub shadow_denied: Vec<String>,
+    pub shadow_denied: Vec<&'p str>,
     /// Limits skipped because shared data failed (fail open).
     pub store_errors: u64,
     pub evictions: u64,
@@ -133,7 +134,7 @@ impl RateLimits {
         input: &LimitInput<'_>,
         now_ms: u64,
         store: &dyn SharedData,
-    ) -> LimitOutcome {
+    ) -> LimitOutcome<'_> {
         let mut outcome = LimitOutcome::default();
         let tenant_shadow = self.tenant_in_shadow(input.identity);
         for route_limit in route_limits {
@@ -147,10 +148,10 @@ impl RateLimits {
                     None => continue,
                 },
             };
-            let Some(key) = bucket_key(&limit.key, input) else {
+            let Some(fp) = key_fingerprint(&limit.key, input) else {
                 continue;
             };
-            match take(limit, &quota, &key, route_limit.cost, now_ms, store) {
+            match take(limit, &quota, fp, route_limit.cost, now_ms, store) {
                 Err(StoreUnavailable) => outcome.store_errors += 1,
                 Ok((verdict, evicted)) => {
                     outcome.evictions += u64::from(evicted);
@@ -160,7 +161,7 @@ impl RateLimits {
                             reset_ms,
                             ..
                         } => outcome.statuses.push(LimitStatus {
-                            name: limit.name.clone(),
+                            name: &limit.name,
                             quota,
                             remaining,
                             reset_ms,
@@ -170,15 +171,15 @@ impl RateLimits {
                             reset_ms,
                         } => {
                             outcome.statuses.push(LimitStatus {
-                                name: limit.name.clone(),
+                                name: &limit.name,
                                 quota,
                                 remaining: 0,
                                 reset_ms,
                             });
                             if limit.shadow || tenant_shadow {
-                                outcome.shadow_denied.push(limit.name.clone());
+                                outcome.shadow_denied.push(&limit.name);
                             } else {
-                                outcome.denied = Some((limit.name.clone(), retry_after_ms));
+                                outcome.denied = Some((&limit.name, retry_after_ms));
                                 return outcome;
                             }
                         }
@@ -190,38 +191,30 @@ impl RateLimits {
     }
 }
 
-/// The bucket identity: the key parts, in order, separated by a byte that cannot
-/// appear in header values. `None` when a part is missing.
-fn bucket_key(parts: &[KeyPart], input: &LimitInput<'_>) -> Option<String> {
-    let mut key = String::new();
+/// The bucket identity, hashed straight from the request's parts (no key string is
+/// built): each part's bytes then a separator byte that cannot appear in header values.
+/// `None` when a part is missing. SipHash with fixed keys gives the same value in every
+/// VM of this build, which is all that shares the table.
+fn key_fingerprint(parts: &[KeyPart], input: &LimitInput<'_>) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     for part in parts {
-        let value: String = match part {
-            KeyPart::Tenant => input.identity?.tenant.clone()?,
-            KeyPart::User => input.identity?.user.clone()?,
-            KeyPart::KeyId => input.identity?.key_id.clone()?,
-            KeyPart::ClientIp => input.client_ip?.to_string(),
-            KeyPart::Route => input.route_name.to_string(),
-            KeyPart::Header(name) => {
-                String::from_utf8_lossy(input.request.header(name)?).into_owned()
-            }
+        match part {
+            KeyPart::Tenant => h.write(input.identity?.tenant.as_deref()?.as_bytes()),
+            KeyPart::User => h.write(input.identity?.user.as_deref()?.as_bytes()),
+            KeyPart::KeyId => h.write(input.identity?.key_id.as_deref()?.as_bytes()),
+            KeyPart::ClientIp => h.write(input.client_ip?.as_bytes()),
+            KeyPart::Route => h.write(input.route_name.as_bytes()),
+            KeyPart::Header(name) => h.write(input.request.header(name)?),
             KeyPart::Claim(path) => {
                 let claims = &input.identity?.claims;
-                crate::auth::token::claim(claims, path)
-                    .and_then(crate::auth::token::claim_as_header_value)?
+                let value = crate::auth::token::claim(claims, path)
+                    .and_then(crate::auth::token::claim_as_header_value)?;
+                h.write(value.as_bytes());
             }
-        };
-        key.push_str(&value);
-        key.push('\u{1f}');
+        }
+        h.write_u8(0x1f);
     }
-    Some(key)
-}
-
-fn fingerprint(text: &str) -> u64 {
-    // SipHash with fixed keys: the same in every VM of this build, which is all that
-    // shares the table.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
+    Some(h.finish())
 }
 
 fn quota_tag(q: &Quota) -> u64 {
@@ -231,24 +224,45 @@ fn quota_tag(q: &Quota) -> u64 {
     h.finish()
 }
 
-fn decode(value: &[u8]) -> Vec<(u64, u128)> {
-    value
-        .chunks_exact(ENTRY_BYTES)
-        .filter_map(|c| {
-            let fp = u64::from_le_bytes(c.get(..8)?.try_into().ok()?);
-            let tat = u128::from_le_bytes(c.get(8..24)?.try_into().ok()?);
-            Some((fp, tat))
-        })
-        .collect()
+/// One slot's buckets, on the stack: a decision allocates nothing for them.
+#[derive(Default)]
+struct Slot {
+    entries: [(u64, u128); WAYS],
+    len: usize,
 }
 
-fn encode(entries: &[(u64, u128)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
-    for (fp, tat) in entries {
-        out.extend_from_slice(&fp.to_le_bytes());
-        out.extend_from_slice(&tat.to_le_bytes());
+impl Slot {
+    fn decode(value: &[u8]) -> Self {
+        let mut slot = Slot::default();
+        for (c, entry) in value.chunks_exact(ENTRY_BYTES).zip(slot.entries.iter_mut()) {
+            let (fp, tat) = c.split_at(8);
+            let (Ok(fp), Ok(tat)) = (fp.try_into(), tat.try_into()) else {
+                break;
+            };
+            *entry = (u64::from_le_bytes(fp), u128::from_le_bytes(tat));
+            slot.len += 1;
+        }
+        slot
     }
-    out
+
+    fn live(&mut self) -> &mut [(u64, u128)] {
+        let len = self.len.min(WAYS);
+        &mut self.entries[..len]
+    }
+
+    fn encode(&self, out: &mut [u8; WAYS * ENTRY_BYTES]) -> usize {
+        let mut n = 0;
+        for ((fp, tat), c) in self.entries[..self.len.min(WAYS)]
+            .iter()
+            .zip(out.chunks_exact_mut(ENTRY_BYTES))
+        {
+            let (a, b) = c.split_at_mut(8);
+            a.copy_from_slice(&fp.to_le_bytes());
+            b.copy_from_slice(&tat.to_le_bytes());
+            n += ENTRY_BYTES;
+        }
+        n
+    }
 }
 
 /// Read–decide–CAS-write with bounded retries. `Err` when shared data fails (the caller
@@ -256,53 +270,64 @@ fn encode(entries: &[(u64, u128)]) -> Vec<u8> {
 fn take(
     limit: &Limit,
     quota: &Quota,
-    key: &str,
+    fp: u64,
     cost: u64,
     now_ms: u64,
     store: &dyn SharedData,
 ) -> Result<(Verdict, bool), StoreUnavailable> {
-    let fp = fingerprint(key);
+    use std::fmt::Write;
     let slot = fp % u64::from(limit.slots.max(1));
-    let slot_key = format!("tg:rl:{}:{:016x}:{slot}", limit.name, quota_tag(quota));
+    let mut slot_key = String::with_capacity(limit.name.len() + 48);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        slot_key,
+        "tg:rl:{}:{:016x}:{slot}",
+        limit.name,
+        quota_tag(quota)
+    );
+    let mut buf = [0u8; WAYS * ENTRY_BYTES];
     for _ in 0..CAS_ATTEMPTS {
-        let (mut entries, cas) = match store.get(&slot_key)? {
-            Some((value, cas)) => (decode(&value), Some(cas)),
-            None => (Vec::new(), None),
+        let (mut slot, cas) = match store.get(&slot_key)? {
+            Some((value, cas)) => (Slot::decode(&value), Some(cas)),
+            None => (Slot::default(), None),
         };
         let mut evicted = false;
-        let index = match entries.iter().position(|(f, _)| *f == fp) {
+        let index = match slot.live().iter().position(|(f, _)| *f == fp) {
             Some(i) => i,
             None => {
-                if let Some(i) = entries
+                if let Some(i) = slot
+                    .live()
                     .iter()
                     .position(|(_, tat)| quota.is_idle(*tat, now_ms))
                 {
-                    entries[i] = (fp, 0);
                     i
-                } else if entries.len() < WAYS {
-                    entries.push((fp, 0));
-                    entries.len() - 1
+                } else if slot.len < WAYS {
+                    slot.len += 1;
+                    slot.len - 1
                 } else {
-                    let i = entries
+                    evicted = true;
+                    slot.live()
                         .iter()
                         .enumerate()
                         .min_by_key(|(_, (_, tat))| *tat)
-                        .map_or(0, |(i, _)| i);
-                    entries[i] = (fp, 0);
-                    evicted = true;
-                    i
+                        .map_or(0, |(i, _)| i)
                 }
             }
         };
-        let tat = entries.get(index).map_or(0, |(_, t)| *t);
-        let verdict = quota.check(tat, now_ms, cost);
+        let entries = slot.live();
+        let Some(entry) = entries.get_mut(index) else {
+            return Err(StoreUnavailable);
+        };
+        if entry.0 != fp {
+            *entry = (fp, 0);
+        }
+        let verdict = quota.check(entry.1, now_ms, cost);
         let Verdict::Allow { new_tat, .. } = verdict else {
             return Ok((verdict, false));
         };
-        if let Some(entry) = entries.get_mut(index) {
-            entry.1 = new_tat;
-        }
-        match store.set(&slot_key, &encode(&entries), cas) {
+        entry.1 = new_tat;
+        let n = slot.encode(&mut buf);
+        match store.set(&slot_key, &buf[..n], cas) {
             Ok(()) => return Ok((verdict, evicted)),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Host) => return Err(StoreUnavailable),

@@ -12,7 +12,7 @@
 //! for about five long windows) frees its entry; when all four are in use, the entry with
 //! the least long-window activity is evicted.
 
-use super::{KeyPart, LimitInput, WAYS, bucket_key, fingerprint};
+use super::{KeyPart, LimitInput, WAYS, key_fingerprint};
 use crate::shared::{SetError, SharedData, StoreUnavailable};
 
 const ENTRY_BYTES: usize = 32;
@@ -103,10 +103,10 @@ pub fn check(
 ) -> VelocityOutcome {
     let mut outcome = VelocityOutcome::default();
     for rule in rules {
-        let Some(key) = bucket_key(&rule.key, input) else {
+        let Some(fp) = key_fingerprint(&rule.key, input) else {
             continue;
         };
-        match record(rule, &key, now_ms, store) {
+        match record(rule, fp, now_ms, store) {
             Err(StoreUnavailable) => outcome.store_errors += 1,
             Ok((spike, evicted)) => {
                 outcome.evictions += u64::from(evicted);
@@ -128,11 +128,10 @@ pub fn check(
 /// whether another key's entry was evicted.
 fn record(
     rule: &VelocityRule,
-    key: &str,
+    fp: u64,
     now_ms: u64,
     store: &dyn SharedData,
 ) -> Result<(bool, bool), StoreUnavailable> {
-    let fp = fingerprint(key);
     let slot_key = format!("tg:vel:{}:{}", rule.name, fp % u64::from(rule.slots.max(1)));
     for _ in 0..CAS_ATTEMPTS {
         let (mut entries, cas) = match store.get(&slot_key)? {
