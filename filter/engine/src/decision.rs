@@ -24,7 +24,7 @@ pub struct ForwardPlan {
     /// A new `:path`, when a credential was removed from the query string.
     pub set_path: Option<String>,
     /// Who the caller is, when the route authenticates.
-    pub identity: Option<Box<Identity>>,
+    pub identity: Option<std::rc::Rc<Identity>>,
     /// Counters to add to.
     pub counters: Vec<(Counter, u64)>,
     /// When set, the request body must be seen (whole) before the request goes on:

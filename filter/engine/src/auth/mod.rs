@@ -153,36 +153,50 @@ pub enum Removal {
     Cookie(String),
 }
 
-/// Verified tokens are remembered by SHA-256 until they expire, so each distinct token
-/// costs one signature check per VM. Bounded: when full, expired entries go first, then
-/// everything (a flood of distinct valid tokens only costs re-verification).
+/// Verified tokens are remembered by the exact token text until they expire, with the
+/// identity already built: a repeat costs one hash-map lookup (SipHash with per-VM random
+/// keys, then a byte comparison, so no collision can stand in for a token) — no SHA-256,
+/// no claim copying. Bounded in entries and in bytes: when full, expired entries go
+/// first, then everything (a flood of distinct valid tokens only costs re-verification).
 #[derive(Debug, Default)]
 struct TokenCache {
-    entries: HashMap<[u8; 32], CachedToken>,
+    entries: HashMap<Box<str>, CachedToken>,
+    bytes: usize,
 }
 
 #[derive(Debug, Clone)]
 struct CachedToken {
     provider: usize,
     expires_at: u64,
-    claims: Map<String, Value>,
+    identity: Rc<Identity>,
 }
 
 const TOKEN_CACHE_CAPACITY: usize = 4096;
+/// The token text plus its decoded claims (smaller than the token) per entry.
+const TOKEN_CACHE_BYTES: usize = 8 << 20;
 
 impl TokenCache {
-    fn get(&self, digest: &[u8; 32], now_s: u64) -> Option<&CachedToken> {
-        self.entries.get(digest).filter(|e| now_s < e.expires_at)
+    fn entry_bytes(token: &str) -> usize {
+        2 * token.len() + 256
     }
 
-    fn insert(&mut self, digest: [u8; 32], entry: CachedToken, now_s: u64) {
-        if self.entries.len() >= TOKEN_CACHE_CAPACITY {
+    fn get(&self, token: &str, now_s: u64) -> Option<&CachedToken> {
+        self.entries.get(token).filter(|e| now_s < e.expires_at)
+    }
+
+    fn insert(&mut self, token: &str, entry: CachedToken, now_s: u64) {
+        let size = Self::entry_bytes(token);
+        if self.entries.len() >= TOKEN_CACHE_CAPACITY || self.bytes + size > TOKEN_CACHE_BYTES {
             self.entries.retain(|_, e| now_s < e.expires_at);
-            if self.entries.len() >= TOKEN_CACHE_CAPACITY {
+            self.bytes = self.entries.keys().map(|t| Self::entry_bytes(t)).sum();
+            if self.entries.len() >= TOKEN_CACHE_CAPACITY || self.bytes + size > TOKEN_CACHE_BYTES {
                 self.entries.clear();
+                self.bytes = 0;
             }
         }
-        self.entries.insert(digest, entry);
+        if self.entries.insert(token.into(), entry).is_none() {
+            self.bytes += size;
+        }
     }
 }
 
@@ -202,7 +216,7 @@ pub struct Authenticator {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthOutcome {
     /// Authenticated; remove these credentials before forwarding.
-    Authenticated(Box<Identity>, Vec<Removal>),
+    Authenticated(Rc<Identity>, Vec<Removal>),
     /// No credentials, and the route allows that.
     Anonymous,
     /// 401.
@@ -261,7 +275,7 @@ impl Authenticator {
                     let removal = api_keys
                         .remove_key
                         .then(|| Removal::Header(api_keys.header.clone()));
-                    AuthOutcome::Authenticated(Box::new(identity), removal.into_iter().collect())
+                    AuthOutcome::Authenticated(Rc::new(identity), removal.into_iter().collect())
                 }
                 None => AuthOutcome::Unauthenticated(AuthReason::UnknownApiKey),
             };
@@ -294,12 +308,11 @@ impl Authenticator {
     ) -> AuthOutcome {
         let (now_ms, store) = (input.now_ms, input.store);
         let now_s = now_ms / 1000;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self.cache.borrow().get(&digest, now_s)
+        if let Some(hit) = self.cache.borrow().get(token, now_s)
             && route.accept_providers.contains(&hit.provider)
             && let Some(provider) = self.providers.get(hit.provider)
         {
-            return authenticated(provider, hit.claims.clone(), removal);
+            return authenticated(provider, Rc::clone(&hit.identity), removal);
         }
         // Many providers may read the same header: the (unverified) issuer picks one.
         let max_bytes = route
@@ -325,26 +338,30 @@ impl Authenticator {
         if token.len() > provider.max_token_bytes {
             return AuthOutcome::Unauthenticated(AuthReason::TokenTooLarge);
         }
+        // The node-wide tables need a digest an attacker cannot collide.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let hash = token_hash(&digest);
         let config = &self.token_cache;
-        let remember = |valid_until_s: u64, claims: &Map<String, Value>| {
+        let remember = |valid_until_s: u64, claims: Map<String, Value>| {
+            let identity = Rc::new(build_identity(provider, claims));
             self.cache.borrow_mut().insert(
-                digest,
+                token,
                 CachedToken {
                     provider: index,
                     expires_at: valid_until_s,
-                    claims: claims.clone(),
+                    identity: Rc::clone(&identity),
                 },
                 now_s,
             );
+            identity
         };
         // Verified by another worker (or earlier on this one): no crypto.
         if let Some(hit) = token_cache::get_verified(store, config, &hash, now_s)
             && hit.provider_tag == provider.tag
         {
             counters.push((Counter::SharedTokenCacheHits, 1));
-            remember(hit.valid_until_s, &unverified.claims);
-            return authenticated(provider, unverified.claims, removal);
+            let identity = remember(hit.valid_until_s, unverified.claims);
+            return authenticated(provider, identity, removal);
         }
         let (algorithm, valid_until_s) = match provider.precheck(&unverified, now_s) {
             Ok(v) => v,
@@ -388,7 +405,7 @@ impl Authenticator {
         }
         counters.push((Counter::SignatureChecks, 1));
         if provider.verify_signature(token, &candidates, now_s) {
-            remember(valid_until_s, &unverified.claims);
+            let identity = remember(valid_until_s, unverified.claims);
             token_cache::put_verified(
                 store,
                 config,
@@ -399,7 +416,7 @@ impl Authenticator {
                 },
                 now_s,
             );
-            authenticated(provider, unverified.claims, removal)
+            authenticated(provider, identity, removal)
         } else {
             counters.push((Counter::BadSignatures, 1));
             token_cache::remember_failed(store, config, &hash, now_ms);
@@ -411,13 +428,18 @@ impl Authenticator {
     }
 }
 
-fn authenticated(
-    provider: &JwtProvider,
-    claims: Map<String, Value>,
-    removal: Removal,
-) -> AuthOutcome {
+fn authenticated(provider: &JwtProvider, identity: Rc<Identity>, removal: Removal) -> AuthOutcome {
+    let removals = if provider.remove_token {
+        vec![removal]
+    } else {
+        Vec::new()
+    };
+    AuthOutcome::Authenticated(identity, removals)
+}
+
+fn build_identity(provider: &JwtProvider, claims: Map<String, Value>) -> Identity {
     let text = |path: &str| claim(&claims, path).and_then(claim_as_header_value);
-    let identity = Identity {
+    Identity {
         method: format!("jwt:{}", provider.name),
         tenant: provider
             .identity
@@ -433,13 +455,7 @@ fn authenticated(
             .filter_map(|(path, header)| text(path).map(|v| (header.clone(), v)))
             .collect(),
         claims,
-    };
-    let removals = if provider.remove_token {
-        vec![removal]
-    } else {
-        Vec::new()
-    };
-    AuthOutcome::Authenticated(Box::new(identity), removals)
+    }
 }
 
 impl JwtProvider {
