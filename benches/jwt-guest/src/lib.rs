@@ -10,11 +10,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_simple::prelude::*;
 use serde_json::Value;
 use tollgate_engine::auth::keys::{Algorithm, VerifyingKey, compile_jwks};
+use tollgate_engine::{Decision, Engine, MemorySharedData, Policy, RequestHead};
 
 const VECTORS: &str = include_str!("../../../filter/engine/tests/vectors/jwt.json");
 
-/// Bench case names, indexed by the `case` argument of [`bench_run`].
-pub const CASES: [&str; 8] = [
+/// Bench case names, indexed by the `case` argument of [`bench_run`]. The last two run the
+/// whole engine on a request (`Engine::on_request_headers`, in-memory shared data): a route
+/// without auth carrying a token, and a route whose ES256 token this VM verified before —
+/// their difference is what a cached token costs, lookup included, without host calls.
+pub const CASES: [&str; 10] = [
     "ES256/jwt-simple",
     "ES256/tollgate",
     "RS256/jwt-simple",
@@ -23,7 +27,70 @@ pub const CASES: [&str; 8] = [
     "EdDSA/tollgate",
     "HS256/jwt-simple",
     "HS256/tollgate",
+    "request/no_auth_route_with_token",
+    "request/vm_cached/ES256",
 ];
+
+/// The first request case in [`CASES`].
+const FIRST_REQUEST_CASE: u32 = 8;
+
+struct RequestBench {
+    engine: Engine,
+    store: MemorySharedData,
+    token: String,
+    now_ms: u64,
+}
+
+thread_local! {
+    static REQUESTS: Option<RequestBench> = request_bench();
+}
+
+fn request_bench() -> Option<RequestBench> {
+    let v: Value = serde_json::from_str(VECTORS).ok()?;
+    let now_ms = v["now"].as_u64()? * 1000;
+    let policy = format!(
+        r#"version: 1
+auth:
+  jwt_providers:
+    - {{ name: taxpayers, issuer: "https://auth.tax.example", audiences: [refund-portal], algorithms: [ES256], jwks: {{ inline: {} }} }}
+routes:
+  - {{ name: open, match: {{ path: {{ prefix: /open }} }}, cluster: origin }}
+  - {{ name: api, cluster: origin, auth: {{ accept: [taxpayers] }} }}
+"#,
+        v["issuers"]["taxpayers"]["jwks"]
+    );
+    let engine = Engine::new(Policy::load(&policy).ok()?, 1);
+    let case = v["cases"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "valid ES256")?;
+    let bench = RequestBench {
+        engine,
+        store: MemorySharedData::default(),
+        token: case["token"].as_str()?.to_string(),
+        now_ms,
+    };
+    // The first sight verifies the signature; the bench measures the repeats.
+    request_forwarded(&bench, "/v1/x");
+    Some(bench)
+}
+
+fn request_forwarded(bench: &RequestBench, path: &str) -> bool {
+    let authorization = format!("Bearer {}", bench.token);
+    let request = RequestHead::from_pairs([
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "api.example"),
+        ("authorization", authorization.as_str()),
+    ])
+    .with_peer(Some("203.0.113.1:4000".to_string()));
+    matches!(
+        bench
+            .engine
+            .on_request_headers(request, bench.now_ms, &bench.store),
+        Decision::Forward(_)
+    )
+}
 
 #[allow(clippy::large_enum_variant)] // built once per bench run
 enum Baseline {
@@ -128,6 +195,14 @@ fn build() -> Option<Vec<Case>> {
 
 /// Verifies case `case` once; true when the token verified.
 pub fn run_one(case: u32) -> bool {
+    if case >= FIRST_REQUEST_CASE {
+        let path = if case == FIRST_REQUEST_CASE {
+            "/open"
+        } else {
+            "/v1/x"
+        };
+        return REQUESTS.with(|r| r.as_ref().is_some_and(|b| request_forwarded(b, path)));
+    }
     let Some(c) = cases().get(case as usize / 2) else {
         return false;
     };

@@ -1,5 +1,5 @@
-//! RSA (RS*/PS*) and Ed25519 tokens are verified with the `rsa` and `ed25519-dalek` crates
-//! instead of jwt-simple's pure-Rust backends. These tests hold the new backends to
+//! RSA (RS*/PS*), Ed25519 and ES256 tokens are verified with the `rsa` and `ed25519-dalek`
+//! crates and per-key P-256 tables instead of jwt-simple's pure-Rust backends. These tests hold the new backends to
 //! jwt-simple's verdicts: same keys, same tokens, same options, same answer — and check the
 //! signature failures each backend must catch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -470,15 +470,82 @@ fn key_families_stay_apart() {
     assert!(compile_jwks(&json!({ "keys": [ed] }), &[Algorithm::EdDSA]).is_err());
 }
 
-/// ES256 stays on jwt-simple (`p256`): a high-S twin of a valid signature (s' = n - s) is
+fn es256_jwk(pair: &ES256KeyPair) -> Value {
+    let point = pair.public_key().public_key().to_bytes_uncompressed();
+    json!({"kty": "EC", "crv": "P-256",
+        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])})
+}
+
+/// Tollgate's table-based ES256 against jwt-simple (`p256`'s ECDSA): valid tokens from many
+/// keys, every signature byte tampered, signatures from another key, changed payloads.
+#[test]
+fn es256_tokens_match_jwt_simple() {
+    let other = ES256KeyPair::generate();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for round in 0..12 {
+        let pair = ES256KeyPair::generate();
+        let key = key_for(es256_jwk(&pair), Algorithm::ES256);
+        let token = pair.sign(claims()).unwrap();
+        let foreign = other.sign(claims().with_subject("someone-else")).unwrap();
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        let (payload_changed, _) = foreign.rsplit_once('.').unwrap();
+        let mut variants = vec![
+            token.clone(),
+            with_signature(
+                &token,
+                &B64.decode(foreign.rsplit_once('.').unwrap().1).unwrap(),
+            ),
+            format!("{payload_changed}.{}", token.rsplit_once('.').unwrap().1),
+            format!("{signed}."),
+        ];
+        variants.extend((0..64).map(|byte| flip_signature_bit(&token, byte * 8 + round % 8)));
+        for (i, t) in variants.iter().enumerate() {
+            let theirs = pair
+                .public_key()
+                .verify_token::<NoCustomClaims>(t, Some(options()))
+                .is_ok();
+            let ours = key.verify(t, options());
+            assert_eq!(ours, theirs, "round {round}, variant {i}");
+            if ours {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        accepted, 12,
+        "each round's own token verifies, nothing else"
+    );
+    assert!(refused > 12 * 60);
+}
+
+#[test]
+fn es256_claim_and_option_rules_match_jwt_simple() {
+    let pair = ES256KeyPair::generate();
+    let key = key_for(es256_jwk(&pair), Algorithm::ES256);
+    let cases = claim_and_option_cases();
+    let mut accepted = 0;
+    for (name, c, o) in &cases {
+        let token = pair.sign(c.clone()).unwrap();
+        let verdict = key.verify(&token, o.clone());
+        let theirs = pair
+            .public_key()
+            .verify_token::<NoCustomClaims>(&token, Some(o.clone()))
+            .is_ok();
+        assert_eq!(verdict, theirs, "ES256: {name}");
+        accepted += usize::from(verdict);
+    }
+    assert!(accepted > 5 && accepted < cases.len() - 5, "{accepted}");
+}
+
+/// A high-S twin of a valid signature (s' = n - s) is
 /// judged as jwt-simple judges it, and r = s = 0 never verifies.
 #[test]
 fn ecdsa_high_s_and_zero_signatures_as_before() {
     let pair = ES256KeyPair::generate();
-    let point = pair.public_key().public_key().to_bytes_uncompressed();
-    let jwk = json!({"kty": "EC", "crv": "P-256",
-        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])});
-    let key = key_for(jwk, Algorithm::ES256);
+    let key = key_for(es256_jwk(&pair), Algorithm::ES256);
     let token = pair.sign(claims()).unwrap();
     assert!(key.verify(&token, options()));
     let sig = B64.decode(token.rsplit_once('.').unwrap().1).unwrap();

@@ -7,6 +7,7 @@
 //! stay jwt-simple's (`rules`). HMAC and ECDSA stay on jwt-simple (ECDSA already uses the
 //! `p256`/`p384` crates there).
 
+mod p256_fixed;
 mod rules;
 
 use base64::Engine as _;
@@ -105,7 +106,7 @@ pub enum VerifyingKey {
     PS256(rsa::pss::VerifyingKey<Sha256>),
     PS384(rsa::pss::VerifyingKey<Sha384>),
     PS512(rsa::pss::VerifyingKey<Sha512>),
-    ES256(ES256PublicKey),
+    ES256(Box<p256_fixed::P256Verifier>),
     ES384(ES384PublicKey),
     EdDSA(ed25519_dalek::VerifyingKey),
 }
@@ -162,9 +163,7 @@ impl VerifyingKey {
             Self::PS256(k) => ok(Algorithm::PS256, &|i, s| rsa_ok(k, i, s)),
             Self::PS384(k) => ok(Algorithm::PS384, &|i, s| rsa_ok(k, i, s)),
             Self::PS512(k) => ok(Algorithm::PS512, &|i, s| rsa_ok(k, i, s)),
-            Self::ES256(k) => k
-                .verify_token::<NoCustomClaims>(token, Some(options))
-                .is_ok(),
+            Self::ES256(k) => ok(Algorithm::ES256, &|i, s| k.verify(i, s)),
             Self::ES384(k) => k
                 .verify_token::<NoCustomClaims>(token, Some(options))
                 .is_ok(),
@@ -327,9 +326,9 @@ fn build_key(jwk: &Value, algorithm: Algorithm) -> Result<VerifyingKey, String> 
                 _ => VerifyingKey::PS512(rsa::pss::VerifyingKey::new(key)),
             }
         }
-        Algorithm::ES256 => {
-            VerifyingKey::ES256(ES256PublicKey::from_bytes(&ec_point(32)?).map_err(bad)?)
-        }
+        Algorithm::ES256 => VerifyingKey::ES256(Box::new(p256_fixed::P256Verifier::from_sec1(
+            &ec_point(32)?,
+        )?)),
         Algorithm::ES384 => {
             VerifyingKey::ES384(ES384PublicKey::from_bytes(&ec_point(48)?).map_err(bad)?)
         }
