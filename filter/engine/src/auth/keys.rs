@@ -8,6 +8,9 @@
 //! `p256`/`p384` crates there).
 
 mod p256_fixed;
+mod rsa_pkcs1;
+
+use rsa_pkcs1::Hash;
 mod rules;
 
 use base64::Engine as _;
@@ -127,6 +130,21 @@ where
     S::try_from(signature).is_ok_and(|s| key.verify(input, &s).is_ok())
 }
 
+/// RS*: the e = 65537 fast path, else `rsa` (`fallback`).
+fn pkcs1_ok(
+    public: &RsaPublicKey,
+    hash: Hash,
+    input: &[u8],
+    sig: &[u8],
+    fallback: impl FnOnce() -> bool,
+) -> bool {
+    if rsa_pkcs1::is_f4(public) {
+        rsa_pkcs1::verify(public, hash, input, sig)
+    } else {
+        fallback()
+    }
+}
+
 impl VerifyingKey {
     /// Verifies signature, header, issuer, audience and times with jwt-simple's rules.
     pub fn verify(&self, token: &str, options: VerificationOptions) -> bool {
@@ -157,9 +175,15 @@ impl VerifyingKey {
             Self::HS512(k) => k
                 .verify_token::<NoCustomClaims>(token, Some(options))
                 .is_ok(),
-            Self::RS256(k) => ok(Algorithm::RS256, &|i, s| rsa_ok(k, i, s)),
-            Self::RS384(k) => ok(Algorithm::RS384, &|i, s| rsa_ok(k, i, s)),
-            Self::RS512(k) => ok(Algorithm::RS512, &|i, s| rsa_ok(k, i, s)),
+            Self::RS256(k) => ok(Algorithm::RS256, &|i, s| {
+                pkcs1_ok(k.as_ref(), Hash::Sha256, i, s, || rsa_ok(k, i, s))
+            }),
+            Self::RS384(k) => ok(Algorithm::RS384, &|i, s| {
+                pkcs1_ok(k.as_ref(), Hash::Sha384, i, s, || rsa_ok(k, i, s))
+            }),
+            Self::RS512(k) => ok(Algorithm::RS512, &|i, s| {
+                pkcs1_ok(k.as_ref(), Hash::Sha512, i, s, || rsa_ok(k, i, s))
+            }),
             Self::PS256(k) => ok(Algorithm::PS256, &|i, s| rsa_ok(k, i, s)),
             Self::PS384(k) => ok(Algorithm::PS384, &|i, s| rsa_ok(k, i, s)),
             Self::PS512(k) => ok(Algorithm::PS512, &|i, s| rsa_ok(k, i, s)),
