@@ -494,3 +494,10 @@ routes:
         None
     );
 }
+
+/// Issue 9's budget for the compiled filter: a platform team pulls it to every node.
+#[test]
+fn compiled_filter_fits_in_3_mib() {
+    let bytes = std::fs::metadata(common::filter_wasm()).unwrap().len();
+    assert!(bytes <= 3 << 20, "tollgate_filter.wasm is {bytes} bytes");
+}
