@@ -36,6 +36,8 @@ pub struct ForwardPlan {
     pub risk_score: u32,
     /// WAF matches that did not block (for the log line); `None` when nothing matched.
     pub waf: Option<Box<crate::waf::WafVerdict>>,
+    /// Personal data to mask in the response body (`Engine::mask_response_body`).
+    pub pii: Option<crate::pii::PiiKinds>,
 }
 
 /// What the body phase has to check, carried from the headers phase.

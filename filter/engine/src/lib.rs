@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod headers;
 pub mod limits;
 pub mod metrics;
+pub mod pii;
 pub mod pipeline;
 pub mod policy;
 pub mod request;

@@ -16,6 +16,9 @@ use crate::shared::SharedData;
 pub struct Engine {
     policy: Policy,
     request_ids: RequestIdGenerator,
+    /// Compiled once per VM; `None` only if the built-in patterns failed to compile, in
+    /// which case masked routes fail closed.
+    pii: Option<crate::pii::PiiMasker>,
 }
 
 impl Engine {
@@ -29,6 +32,34 @@ impl Engine {
         Self {
             policy,
             request_ids: RequestIdGenerator::new(entropy),
+            pii: crate::pii::PiiMasker::new().ok(),
+        }
+    }
+
+    /// Masks one response-body chunk of a stream (`last`: the end of the body). The output
+    /// of all calls has the length of all input; bytes near a chunk's end may come out
+    /// with the next call.
+    pub fn mask_response_body(
+        &self,
+        kinds: crate::pii::PiiKinds,
+        stream: &mut crate::pii::MaskStream,
+        chunk: &[u8],
+        last: bool,
+    ) -> Vec<u8> {
+        match &self.pii {
+            Some(masker) => stream.push(masker, kinds, chunk, last),
+            None => chunk
+                .iter()
+                .map(|b| if b.is_ascii_alphanumeric() { b'*' } else { *b })
+                .collect(),
+        }
+    }
+
+    /// A log line with every kind of personal data masked.
+    pub fn mask_log(&self, line: &str) -> String {
+        match &self.pii {
+            Some(masker) => masker.mask_all(crate::pii::PiiKinds::ALL, line),
+            None => line.to_string(),
         }
     }
 
@@ -105,7 +136,12 @@ impl Engine {
             response_headers: Vec::new(),
             risk_score: 0,
             waf: None,
+            pii: route.pii,
         };
+        if route.pii.is_some() && request.header("accept-encoding").is_some() {
+            // A compressed answer could not be masked.
+            plan.remove_headers.push("accept-encoding".to_string());
+        }
 
         if let Some(route_auth) = &route.auth {
             let client = crate::limits::client_ip(

@@ -17,6 +17,8 @@ pub struct Route {
     pub webhook: Option<crate::webhook::WebhookVerifier>,
     pub limits: Vec<crate::limits::RouteLimit>,
     pub waf: Option<crate::waf::RouteWaf>,
+    /// Personal data masked in response bodies; `None`: bodies pass untouched.
+    pub pii: Option<crate::pii::PiiKinds>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -31,6 +31,29 @@ pub fn request_body(size: usize) -> Result<Vec<u8>, String> {
         .map_err(|status| format!("reading the request body failed: {status:?}"))
 }
 
+pub fn response_body(size: usize) -> Result<Vec<u8>, String> {
+    hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpResponseBody, 0, size)
+        .map(Option::unwrap_or_default)
+        .map_err(|status| format!("reading the response body failed: {status:?}"))
+}
+
+/// Replaces the whole current response-body chunk (Envoy allows no partial splice).
+pub fn replace_response_body(size: usize, data: &[u8]) -> Result<(), String> {
+    hostcalls::set_buffer(
+        proxy_wasm::types::BufferType::HttpResponseBody,
+        0,
+        size,
+        data,
+    )
+    .map_err(|status| format!("replacing the response body failed: {status:?}"))
+}
+
+pub fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
 pub fn request_headers() -> Result<Vec<(String, Bytes)>, String> {
     hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
         .map_err(|status| format!("reading request headers failed: {status:?}"))

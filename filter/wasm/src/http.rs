@@ -4,6 +4,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use tollgate_engine::pii::{MaskStream, PiiKinds};
 use tollgate_engine::{BodyCheck, BodyDecision, Decision, LocalReply, RequestHead};
 
 use crate::host;
@@ -16,6 +17,8 @@ pub struct TollgateHttp {
     body_check: Option<BodyCheck>,
     /// Added to the upstream response (e.g. `RateLimit` fields).
     response_headers: Vec<(String, String)>,
+    /// Personal data to mask in the response body, and the masker's carry-over.
+    pii: Option<(PiiKinds, MaskStream)>,
 }
 
 impl TollgateHttp {
@@ -25,6 +28,7 @@ impl TollgateHttp {
             request_id: None,
             body_check: None,
             response_headers: Vec::new(),
+            pii: None,
         }
     }
 
@@ -37,18 +41,24 @@ impl TollgateHttp {
                 .as_ref()
                 .map(|v| format!(" {}", v.log_line()))
                 .unwrap_or_default();
-            host::log(
-                proxy_wasm::types::LogLevel::Info,
-                &format!(
-                    "tollgate: {} {} ({detail}){waf}",
-                    reply.status, reply.request_id
-                ),
+            let line = format!(
+                "tollgate: {} {} ({detail}){waf}",
+                reply.status, reply.request_id
             );
+            host::log(proxy_wasm::types::LogLevel::Info, &self.masked(&line));
         }
         if let Err(e) = host::send_reply(reply.status, &reply.headers, &reply.body) {
             host::error(&e);
         }
         Action::Pause
+    }
+
+    /// Log lines never carry personal data.
+    fn masked(&self, line: &str) -> String {
+        match &self.shared {
+            Some(shared) => shared.engine.mask_log(line),
+            None => line.to_string(),
+        }
     }
 
     /// Fails closed with a JSON 500: an edge that cannot see the request must not
@@ -88,7 +98,7 @@ impl TollgateHttp {
                 for (counter, delta) in &counters {
                     shared.metrics.add(*counter, *delta);
                 }
-                log_waf(&request_id, waf.as_deref());
+                log_waf(shared, &request_id, waf.as_deref());
                 // The headers are still held, so changes reach the origin.
                 for (name, value) in &set_headers {
                     if let Err(e) = host::set_request_header(name, value) {
@@ -109,11 +119,12 @@ impl TollgateHttp {
 }
 
 /// WAF matches that did not block: one log line with the rule ids (never sent to clients).
-fn log_waf(request_id: &str, verdict: Option<&tollgate_engine::waf::WafVerdict>) {
+fn log_waf(shared: &Shared, request_id: &str, verdict: Option<&tollgate_engine::waf::WafVerdict>) {
     if let Some(verdict) = verdict {
+        let line = format!("tollgate: {request_id} {}", verdict.log_line());
         host::log(
             proxy_wasm::types::LogLevel::Info,
-            &format!("tollgate: {request_id} {}", verdict.log_line()),
+            &shared.engine.mask_log(&line),
         );
     }
 }
@@ -155,9 +166,10 @@ impl HttpContext for TollgateHttp {
                 {
                     return self.internal_error(&e);
                 }
-                log_waf(&plan.request_id, plan.waf.as_deref());
+                log_waf(&shared, &plan.request_id, plan.waf.as_deref());
                 self.request_id = Some(plan.request_id);
                 self.response_headers = plan.response_headers;
+                self.pii = plan.pii.map(|kinds| (kinds, MaskStream::default()));
                 match plan.body_check {
                     None => Action::Continue,
                     Some(check) if end_of_stream => self.finish_body_check(&shared, &check, &[], 0),
@@ -227,6 +239,48 @@ impl HttpContext for TollgateHttp {
             if let Err(e) = host::set_response_header(&name, &value) {
                 host::error(&e);
             }
+        }
+        if self.pii.is_some()
+            && let Some(encoding) = host::response_header("content-encoding")
+            && !encoding.eq_ignore_ascii_case("identity")
+        {
+            // The origin compressed anyway: its bytes cannot be masked, only passed on.
+            host::log(
+                proxy_wasm::types::LogLevel::Warn,
+                &format!(
+                    "tollgate: {} response is {encoding}-encoded; PII masking skipped",
+                    self.request_id.as_deref().unwrap_or("-")
+                ),
+            );
+            self.pii = None;
+        }
+        if self.pii.is_some()
+            && host::response_header("content-type")
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/grpc"))
+        {
+            // gRPC ends with trailers, after the last body callback: a held window could
+            // never be released. Its messages are length-prefixed binary anyway.
+            self.pii = None;
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(shared), Some((kinds, stream))) = (&self.shared, &mut self.pii) else {
+            return Action::Continue;
+        };
+        let chunk = match host::response_body(body_size) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                host::error(&e);
+                return Action::Continue;
+            }
+        };
+        let out = shared
+            .engine
+            .mask_response_body(*kinds, stream, &chunk, end_of_stream);
+        if let Err(e) = host::replace_response_body(body_size, &out) {
+            host::error(&e);
         }
         Action::Continue
     }

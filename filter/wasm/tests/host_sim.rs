@@ -501,3 +501,48 @@ fn compiled_filter_fits_in_3_mib() {
     let bytes = std::fs::metadata(common::filter_wasm()).unwrap().len();
     assert!(bytes <= 3 << 20, "tollgate_filter.wasm is {bytes} bytes");
 }
+
+/// PII in a masked route's response is masked through the compiled filter, keeping the
+/// length; `accept-encoding` never reaches the origin; other routes pass bodies untouched.
+#[test]
+fn pii_is_masked_in_responses_of_masked_routes_only() {
+    let policy = r#"
+version: 1
+routes:
+  - name: refunds
+    match: { path: { prefix: /v1/refunds } }
+    cluster: origin
+    pii_masking: [card, ssn, pan_in, bank_account, email]
+  - { name: other, cluster: origin }
+"#;
+    let body = r#"{"card":"4111 1111 1111 1111","ssn":"123-45-6789","pan":"ABCDE1234F","account_number":"123456789012","email":"jane.doe@example.com","order":"4111111111111112"}"#;
+    let masked = r#"{"card":"**** **** **** 1111","ssn":"***-**-6789","pan":"******234F","account_number":"********9012","email":"j*******@example.com","order":"4111111111111112"}"#;
+    let with_upstream = |path: &str| {
+        let mut l = line(T0_MS, 0, "GET", path, json!([["accept-encoding", "gzip"]]));
+        l["upstream"] = json!({"status": 200,
+            "headers": [["content-type", "application/json"],
+                        ["content-length", body.len().to_string()]],
+            "body": body});
+        l
+    };
+    let out = run(
+        policy,
+        1,
+        &[with_upstream("/v1/refunds/u1"), with_upstream("/v1/other")],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    assert_eq!(out[0]["body"], masked);
+    assert_eq!(
+        header(&out[0]["headers"], "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert_eq!(
+        header(&out[0]["upstream_request"]["headers"], "accept-encoding"),
+        None
+    );
+    assert_eq!(out[1]["body"], body, "a route without masking");
+    assert_eq!(
+        header(&out[1]["upstream_request"]["headers"], "accept-encoding"),
+        Some("gzip")
+    );
+}

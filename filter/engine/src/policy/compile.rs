@@ -149,6 +149,11 @@ impl Policy {
                         &mut errors,
                     )
                 }),
+                pii: compile_pii(
+                    &route.pii_masking,
+                    &format!("{at}.pii_masking"),
+                    &mut errors,
+                ),
             });
         }
 
@@ -164,6 +169,23 @@ impl Policy {
             Err(PolicyErrors(errors.0))
         }
     }
+}
+
+fn compile_pii(names: &[String], at: &str, errors: &mut Errors) -> Option<crate::pii::PiiKinds> {
+    let mut kinds = crate::pii::PiiKinds::default();
+    for (i, name) in names.iter().enumerate() {
+        match kinds.with(name) {
+            Some(more) => kinds = more,
+            None => errors.push(
+                format!("{at}[{i}]"),
+                format!(
+                    "unknown kind {name:?}; expected one of {}",
+                    crate::pii::PiiKinds::NAMES.join(", ")
+                ),
+            ),
+        }
+    }
+    (!names.is_empty()).then_some(kinds)
 }
 
 fn compile_match(document: &MatchDocument, at: &str, errors: &mut Errors) -> RouteMatcher {

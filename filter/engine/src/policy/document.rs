@@ -62,6 +62,14 @@ pub struct RouteDocument {
     /// Web application firewall for this route: rule sets, threshold, mode.
     #[serde(default)]
     pub waf: Option<crate::waf::document::RouteWafDocument>,
+    /// Personal data masked in this route's response bodies, keeping their length (so
+    /// `content-length` stays right): `card` (numbers passing the Luhn check; last 4
+    /// kept), `ssn` (US, last 4 kept), `pan_in` (Indian PAN, last 4 kept), `bank_account`
+    /// (JSON fields such as `account_number` or `iban`; last 4 kept), `email` (the local
+    /// part after its first character). The request's `accept-encoding` is removed so the
+    /// origin answers uncompressed.
+    #[serde(default)]
+    pub pii_masking: Vec<String>,
 }
 
 /// Request matching. Every condition given must hold.
