@@ -8,9 +8,11 @@
 pub mod control;
 pub mod date;
 pub mod key;
+pub mod store;
 
 pub use control::CacheControl;
 pub use key::{CacheKey, KeyError, KeyInput, KeySpec, QueryRule, build_key};
+pub use store::{CacheStore, Hit, PurgeTarget, StoreError};
 
 /// Header list as the engine sees it: lower-case names, raw values.
 pub type Headers = [(String, Vec<u8>)];
