@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod auth;
+pub mod cache;
 pub mod decision;
 #[doc(hidden)]
 pub mod fuzzing;
