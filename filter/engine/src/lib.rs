@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod decision;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;

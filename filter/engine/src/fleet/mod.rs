@@ -1,0 +1,447 @@
+//! Fleet sync with the sidecar, as the engine sees it: no proxy-wasm types, no I/O.
+//!
+//! Every worker of a node records global-limit consumption and usage events in shared
+//! data; the one worker holding the sync lease ([`try_lead`]) turns them into a batch
+//! ([`take_batch`]), the adapter posts it, and the answer is applied ([`apply_response`]).
+//! Limits then admit against `limit − others` while the fleet view is fresh, and against
+//! the node's share `limit / nodes` while it is not ([`admissible`]).
+//!
+//! Delivery is at least once: a batch stays in flight (same batch id, same events) until
+//! the sidecar acknowledges it, and the sidecar de-duplicates by batch and event id.
+//! Everything is bounded: counters by `max_keys`, events by `max_queued_events`; what
+//! does not fit is dropped and counted, never blocks a request.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::shared::{SetError, SharedData};
+
+const PENDING_KEY: &str = "tg:fleet:pending";
+const QUEUE_KEY: &str = "tg:fleet:queue";
+const INFLIGHT_KEY: &str = "tg:fleet:inflight";
+const STATE_KEY: &str = "tg:fleet:state";
+const LEASE_KEY: &str = "tg:fleet:lease";
+const CAS_ATTEMPTS: usize = 8;
+
+/// Bounds of the node-local sync state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetLimits {
+    /// Distinct (key, window) counters held between syncs.
+    pub max_keys: usize,
+    /// Usage events queued while waiting for the sidecar.
+    pub max_queued_events: usize,
+    /// Usage events sent in one batch.
+    pub max_events_per_batch: usize,
+}
+
+impl Default for FleetLimits {
+    fn default() -> Self {
+        Self {
+            max_keys: 10_000,
+            max_queued_events: 10_000,
+            max_events_per_batch: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    #[error("shared data unavailable")]
+    Store,
+    #[error("shared data kept changing (CAS retries exhausted)")]
+    Contended,
+    #[error("sidecar answer is not valid JSON for a sync response: {0}")]
+    BadResponse(String),
+    #[error("sidecar answered batch {got} while batch {expected} is in flight")]
+    WrongBatch { expected: String, got: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CounterDelta {
+    pub key: String,
+    pub window_start_ms: u64,
+    pub window_ms: u64,
+    pub delta: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Decisions {
+    pub auth: Option<String>,
+    pub limit: Option<String>,
+    pub waf: Option<String>,
+    pub cache: Option<String>,
+}
+
+/// One request, as billing sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UsageEvent {
+    pub event_id: String,
+    pub tenant: String,
+    pub timestamp_ms: u64,
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+    pub plan: String,
+    pub key_id: Option<String>,
+    pub risk_score: f64,
+    pub decisions: Decisions,
+    pub latency_ms: u64,
+}
+
+/// `POST /v1/sync` body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncRequest {
+    pub node_id: String,
+    pub batch_id: String,
+    pub sent_at_ms: u64,
+    pub counters: Vec<CounterDelta>,
+    pub usage: Vec<UsageEvent>,
+    pub purge_seq: u64,
+    pub override_seq: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+struct CounterView {
+    key: String,
+    window_start_ms: u64,
+    window_ms: u64,
+    #[serde(default)]
+    others: u64,
+}
+
+/// The parts of the sidecar's answer the filter uses; the rest is ignored so that a newer
+/// sidecar can answer an older filter.
+#[derive(Debug, Clone, Deserialize)]
+struct SyncResponse {
+    batch_id: String,
+    nodes: u64,
+    #[serde(default)]
+    counters: Vec<CounterView>,
+    #[serde(default)]
+    purge_seq: u64,
+    #[serde(default)]
+    override_seq: u64,
+}
+
+/// Node-wide view of the fleet, kept in shared data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FleetState {
+    /// Nodes the sidecar last reported (0: never heard from it).
+    pub nodes: u64,
+    /// When the last answer was applied.
+    pub synced_at_ms: u64,
+    /// Other nodes' consumption by `(key, window_start_ms, window_ms)`.
+    pub others: BTreeMap<String, u64>,
+    pub purge_seq: u64,
+    pub override_seq: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Pending {
+    counters: BTreeMap<String, CounterDelta>,
+    dropped: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Queue {
+    events: std::collections::VecDeque<UsageEvent>,
+    /// Events refused because the queue was full, since the node started.
+    dropped: u64,
+}
+
+fn counter_id(key: &str, window_start_ms: u64, window_ms: u64) -> String {
+    format!("{key}|{window_start_ms}|{window_ms}")
+}
+
+fn load<T: for<'de> Deserialize<'de> + Default>(
+    store: &dyn SharedData,
+    key: &str,
+) -> Result<(T, Option<u32>), FleetError> {
+    match store.get(key).map_err(|_| FleetError::Store)? {
+        // A value this code cannot read (older layout, corruption) is replaced, not fatal.
+        Some((bytes, cas)) => Ok((
+            serde_json::from_slice(&bytes).unwrap_or_default(),
+            Some(cas),
+        )),
+        None => Ok((T::default(), None)),
+    }
+}
+
+/// Read-modify-write with CAS retries; `edit` returns what the caller gets back.
+fn update<T, R>(
+    store: &dyn SharedData,
+    key: &str,
+    mut edit: impl FnMut(&mut T) -> R,
+) -> Result<R, FleetError>
+where
+    T: Serialize + for<'de> Deserialize<'de> + Default,
+{
+    for _ in 0..CAS_ATTEMPTS {
+        let (mut value, cas) = load::<T>(store, key)?;
+        let out = edit(&mut value);
+        let bytes = serde_json::to_vec(&value).map_err(|_| FleetError::Store)?;
+        match store.set(key, &bytes, Some(cas.unwrap_or(0))) {
+            Ok(()) => return Ok(out),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Host) => return Err(FleetError::Store),
+        }
+    }
+    Err(FleetError::Contended)
+}
+
+/// Adds `delta` to this node's consumption of a global limit key. Returns false when the
+/// counter table is full and the consumption was dropped (then counted).
+pub fn record_consumption(
+    store: &dyn SharedData,
+    limits: &FleetLimits,
+    key: &str,
+    window_start_ms: u64,
+    window_ms: u64,
+    delta: u64,
+) -> Result<bool, FleetError> {
+    let id = counter_id(key, window_start_ms, window_ms);
+    update(store, PENDING_KEY, |p: &mut Pending| {
+        if let Some(c) = p.counters.get_mut(&id) {
+            c.delta = c.delta.saturating_add(delta);
+            true
+        } else if p.counters.len() < limits.max_keys {
+            p.counters.insert(
+                id.clone(),
+                CounterDelta {
+                    key: key.to_string(),
+                    window_start_ms,
+                    window_ms,
+                    delta,
+                },
+            );
+            true
+        } else {
+            p.dropped = p.dropped.saturating_add(1);
+            false
+        }
+    })
+}
+
+/// What became of a usage event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    Yes,
+    /// The queue was full: the event is lost; `dropped_total` counts all such losses.
+    Dropped {
+        dropped_total: u64,
+    },
+}
+
+/// Queues a usage event for the next batch, or drops it when the queue is full.
+pub fn push_usage(
+    store: &dyn SharedData,
+    limits: &FleetLimits,
+    event: &UsageEvent,
+) -> Result<Queued, FleetError> {
+    update(store, QUEUE_KEY, |q: &mut Queue| {
+        if q.events.len() < limits.max_queued_events {
+            q.events.push_back(event.clone());
+            Queued::Yes
+        } else {
+            q.dropped = q.dropped.saturating_add(1);
+            Queued::Dropped {
+                dropped_total: q.dropped,
+            }
+        }
+    })
+}
+
+/// Usage events waiting (not counting the batch in flight).
+pub fn queued_usage(store: &dyn SharedData) -> Result<usize, FleetError> {
+    Ok(load::<Queue>(store, QUEUE_KEY)?.0.events.len())
+}
+
+/// The batch to post now, as JSON. A batch still in flight (unacknowledged) is returned
+/// unchanged, same id, so the sidecar counts it once; otherwise pending counters and up to
+/// `max_events_per_batch` queued events become a new batch with `batch_id`.
+pub fn take_batch(
+    store: &dyn SharedData,
+    limits: &FleetLimits,
+    node_id: &str,
+    batch_id: &str,
+    now_ms: u64,
+) -> Result<Vec<u8>, FleetError> {
+    if let Some((bytes, _)) = store.get(INFLIGHT_KEY).map_err(|_| FleetError::Store)?
+        && serde_json::from_slice::<SyncRequest>(&bytes).is_ok()
+    {
+        return Ok(bytes);
+    }
+    let counters = update(store, PENDING_KEY, |p: &mut Pending| {
+        std::mem::take(&mut p.counters)
+            .into_values()
+            .collect::<Vec<_>>()
+    })?;
+    let usage = update(store, QUEUE_KEY, |q: &mut Queue| {
+        let n = q.events.len().min(limits.max_events_per_batch);
+        q.events.drain(..n).collect::<Vec<_>>()
+    })?;
+    let state = load::<FleetState>(store, STATE_KEY)?.0;
+    let request = SyncRequest {
+        node_id: node_id.to_string(),
+        batch_id: batch_id.to_string(),
+        sent_at_ms: now_ms,
+        counters,
+        usage,
+        purge_seq: state.purge_seq,
+        override_seq: state.override_seq,
+    };
+    let bytes = serde_json::to_vec(&request).map_err(|_| FleetError::Store)?;
+    store
+        .set(INFLIGHT_KEY, &bytes, None)
+        .map_err(|_| FleetError::Store)?;
+    Ok(bytes)
+}
+
+/// Applies the sidecar's answer to the batch in flight: stores the fleet view and clears
+/// the batch. A malformed answer or one for another batch changes nothing, so the batch
+/// is re-sent next tick.
+pub fn apply_response(
+    store: &dyn SharedData,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<FleetState, FleetError> {
+    let response: SyncResponse =
+        serde_json::from_slice(body).map_err(|e| FleetError::BadResponse(e.to_string()))?;
+    if let Some((bytes, _)) = store.get(INFLIGHT_KEY).map_err(|_| FleetError::Store)?
+        && let Ok(inflight) = serde_json::from_slice::<SyncRequest>(&bytes)
+        && inflight.batch_id != response.batch_id
+    {
+        return Err(FleetError::WrongBatch {
+            expected: inflight.batch_id,
+            got: response.batch_id,
+        });
+    }
+    let state = FleetState {
+        nodes: response.nodes,
+        synced_at_ms: now_ms,
+        others: response
+            .counters
+            .iter()
+            .map(|c| (counter_id(&c.key, c.window_start_ms, c.window_ms), c.others))
+            .collect(),
+        purge_seq: response.purge_seq,
+        override_seq: response.override_seq,
+    };
+    let bytes = serde_json::to_vec(&state).map_err(|_| FleetError::Store)?;
+    store
+        .set(STATE_KEY, &bytes, None)
+        .map_err(|_| FleetError::Store)?;
+    // An empty value marks "nothing in flight" (shared data has no delete).
+    store
+        .set(INFLIGHT_KEY, b"", None)
+        .map_err(|_| FleetError::Store)?;
+    Ok(state)
+}
+
+/// The node's current view of the fleet.
+pub fn fleet_state(store: &dyn SharedData) -> Result<FleetState, FleetError> {
+    Ok(load::<FleetState>(store, STATE_KEY)?.0)
+}
+
+/// How many units of a global limit this node may admit in a window, given what it has
+/// admitted itself. With a fresh fleet view: `limit − others`. With a stale one (sidecar
+/// down, circuit open, never synced): the node's share `limit / nodes` (rounded up, so a
+/// single node keeps the whole limit). `nodes == 0` means never synced: one node assumed.
+pub fn admissible(limit: u64, others: u64, nodes: u64, fresh: bool) -> u64 {
+    if fresh {
+        limit.saturating_sub(others)
+    } else {
+        limit.div_ceil(nodes.max(1))
+    }
+}
+
+impl FleetState {
+    /// Others' consumption of a counter, and whether the view is fresh: synced within
+    /// `stale_after_ms`.
+    pub fn others(
+        &self,
+        key: &str,
+        window_start_ms: u64,
+        window_ms: u64,
+        now_ms: u64,
+        stale_after_ms: u64,
+    ) -> (u64, bool) {
+        let fresh = self.nodes > 0 && now_ms.saturating_sub(self.synced_at_ms) <= stale_after_ms;
+        let others = self
+            .others
+            .get(&counter_id(key, window_start_ms, window_ms))
+            .copied()
+            .unwrap_or(0);
+        (others, fresh)
+    }
+}
+
+/// Consecutive failures toward the sidecar open the circuit for `open_ms`; while open no
+/// call is made. One success closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    pub threshold: u32,
+    pub open_ms: u64,
+    failures: u32,
+    open_until_ms: u64,
+}
+
+impl CircuitBreaker {
+    pub fn new(threshold: u32, open_ms: u64) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            open_ms,
+            failures: 0,
+            open_until_ms: 0,
+        }
+    }
+
+    pub fn allows(&self, now_ms: u64) -> bool {
+        now_ms >= self.open_until_ms
+    }
+
+    pub fn success(&mut self) {
+        self.failures = 0;
+        self.open_until_ms = 0;
+    }
+
+    /// Returns true when this failure opened the circuit.
+    pub fn failure(&mut self, now_ms: u64) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= self.threshold {
+            self.failures = 0;
+            self.open_until_ms = now_ms.saturating_add(self.open_ms);
+            return true;
+        }
+        false
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Lease {
+    holder: String,
+    until_ms: u64,
+}
+
+/// Takes or renews the node's sync lease for `lease_ms`: true when `worker` may sync now.
+/// A worker that dies stops renewing, and another takes over once the lease lapses.
+pub fn try_lead(
+    store: &dyn SharedData,
+    worker: &str,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<bool, FleetError> {
+    update(store, LEASE_KEY, |l: &mut Lease| {
+        if l.holder == worker || l.holder.is_empty() || now_ms >= l.until_ms {
+            l.holder = worker.to_string();
+            l.until_ms = now_ms.saturating_add(lease_ms);
+            true
+        } else {
+            false
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+use super::*;
+use crate::shared::MemorySharedData;
+
+fn event(id: &str) -> UsageEvent {
+    UsageEvent {
+        event_id: id.to_string(),
+        tenant: "acme".to_string(),
+        timestamp_ms: 1_000,
+        route: "orders".to_string(),
+        method: "GET".to_string(),
+        status: 200,
+        plan: "free".to_string(),
+        key_id: Some("k1".to_string()),
+        risk_score: 0.0,
+        decisions: Decisions::default(),
+        latency_ms: 3,
+    }
+}
+
+fn batch(bytes: &[u8]) -> SyncRequest {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+#[test]
+fn batch_carries_summed_counters_and_events() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits::default();
+    record_consumption(&store, &limits, "free:acme", 60_000, 60_000, 1).unwrap();
+    record_consumption(&store, &limits, "free:acme", 60_000, 60_000, 2).unwrap();
+    push_usage(&store, &limits, &event("e1")).unwrap();
+    let b = batch(&take_batch(&store, &limits, "n1", "b1", 61_000).unwrap());
+    assert_eq!(b.node_id, "n1");
+    assert_eq!(b.batch_id, "b1");
+    assert_eq!(b.counters.len(), 1);
+    assert_eq!(b.counters[0].delta, 3);
+    assert_eq!(b.usage, vec![event("e1")]);
+    assert_eq!(queued_usage(&store).unwrap(), 0);
+}
+
+#[test]
+fn unacknowledged_batch_is_resent_unchanged() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits::default();
+    push_usage(&store, &limits, &event("e1")).unwrap();
+    let first = take_batch(&store, &limits, "n1", "b1", 1).unwrap();
+    push_usage(&store, &limits, &event("e2")).unwrap();
+    let again = take_batch(&store, &limits, "n1", "b2", 2).unwrap();
+    assert_eq!(first, again);
+    // Once acknowledged, the next batch is new and carries what queued meanwhile.
+    let ack = br#"{"batch_id":"b1","nodes":3,"counters":[]}"#;
+    apply_response(&store, ack, 3).unwrap();
+    let next = batch(&take_batch(&store, &limits, "n1", "b2", 4).unwrap());
+    assert_eq!(next.batch_id, "b2");
+    assert_eq!(next.usage, vec![event("e2")]);
+}
+
+#[test]
+fn response_for_another_batch_or_garbage_changes_nothing() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits::default();
+    let first = take_batch(&store, &limits, "n1", "b1", 1).unwrap();
+    assert!(matches!(
+        apply_response(&store, b"not json", 2),
+        Err(FleetError::BadResponse(_))
+    ));
+    assert!(matches!(
+        apply_response(&store, br#"{"batch_id":"zz","nodes":2}"#, 2),
+        Err(FleetError::WrongBatch { .. })
+    ));
+    assert_eq!(fleet_state(&store).unwrap(), FleetState::default());
+    assert_eq!(take_batch(&store, &limits, "n1", "b9", 3).unwrap(), first);
+}
+
+#[test]
+fn response_stores_others_and_node_count() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits::default();
+    take_batch(&store, &limits, "n1", "b1", 1).unwrap();
+    let body = br#"{"batch_id":"b1","duplicate":false,"nodes":3,"counters":[
+        {"key":"free:acme","window_start_ms":60000,"window_ms":60000,"fleet_total":30,"others":20}],
+        "overrides":[],"override_seq":4,"purges":[],"purge_seq":7,
+        "events":{"accepted":0,"duplicate":0,"dropped":0},"server_time_ms":5}"#;
+    let state = apply_response(&store, body, 1_000).unwrap();
+    assert_eq!(state.nodes, 3);
+    assert_eq!(state.purge_seq, 7);
+    assert_eq!(
+        state.others("free:acme", 60_000, 60_000, 1_500, 3_000),
+        (20, true)
+    );
+    assert_eq!(
+        state.others("free:acme", 60_000, 60_000, 9_000, 3_000),
+        (20, false)
+    );
+    assert_eq!(
+        state.others("other", 60_000, 60_000, 1_500, 3_000),
+        (0, true)
+    );
+    // The next batch reports the sequences applied.
+    apply_response(&store, body, 1_000).unwrap();
+    let next = batch(&take_batch(&store, &limits, "n1", "b2", 2).unwrap());
+    assert_eq!((next.purge_seq, next.override_seq), (7, 4));
+}
+
+#[test]
+fn share_of_limit() {
+    // Fresh view: what the others have not used.
+    assert_eq!(admissible(60, 45, 3, true), 15);
+    assert_eq!(admissible(60, 90, 3, true), 0);
+    // Stale view: the node's share, rounded up; never synced counts as one node.
+    assert_eq!(admissible(60, 45, 3, false), 20);
+    assert_eq!(admissible(60, 0, 7, false), 9);
+    assert_eq!(admissible(60, 0, 0, false), 60);
+}
+
+#[test]
+fn usage_queue_is_bounded_and_counts_drops() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits {
+        max_queued_events: 2,
+        max_events_per_batch: 1,
+        ..FleetLimits::default()
+    };
+    assert_eq!(
+        push_usage(&store, &limits, &event("e1")).unwrap(),
+        Queued::Yes
+    );
+    assert_eq!(
+        push_usage(&store, &limits, &event("e2")).unwrap(),
+        Queued::Yes
+    );
+    assert_eq!(
+        push_usage(&store, &limits, &event("e3")).unwrap(),
+        Queued::Dropped { dropped_total: 1 }
+    );
+    let b = batch(&take_batch(&store, &limits, "n1", "b1", 1).unwrap());
+    assert_eq!(b.usage, vec![event("e1")]);
+    assert_eq!(queued_usage(&store).unwrap(), 1);
+}
+
+#[test]
+fn counter_table_is_bounded() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits {
+        max_keys: 1,
+        ..FleetLimits::default()
+    };
+    assert!(record_consumption(&store, &limits, "a", 0, 60_000, 1).unwrap());
+    assert!(!record_consumption(&store, &limits, "b", 0, 60_000, 1).unwrap());
+    assert!(record_consumption(&store, &limits, "a", 0, 60_000, 1).unwrap());
+}
+
+#[test]
+fn broken_store_is_an_error_not_a_panic() {
+    let store = MemorySharedData::default();
+    store.broken.set(true);
+    let limits = FleetLimits::default();
+    assert_eq!(
+        push_usage(&store, &limits, &event("e1")),
+        Err(FleetError::Store)
+    );
+    assert_eq!(
+        take_batch(&store, &limits, "n1", "b1", 1),
+        Err(FleetError::Store)
+    );
+}
+
+#[test]
+fn circuit_opens_after_consecutive_failures_and_recloses() {
+    let mut cb = CircuitBreaker::new(3, 5_000);
+    assert!(!cb.failure(0));
+    cb.success();
+    assert!(!cb.failure(1));
+    assert!(!cb.failure(2));
+    assert!(cb.failure(3));
+    assert!(!cb.allows(4));
+    assert!(cb.allows(5_003));
+    cb.success();
+    assert!(cb.allows(5_004));
+}
+
+#[test]
+fn lease_has_one_holder_until_it_lapses() {
+    let store = MemorySharedData::default();
+    assert!(try_lead(&store, "w1", 0, 3_000).unwrap());
+    assert!(!try_lead(&store, "w2", 1_000, 3_000).unwrap());
+    assert!(try_lead(&store, "w1", 2_000, 3_000).unwrap());
+    // w1 stops renewing (died): w2 takes over after the lease.
+    assert!(try_lead(&store, "w2", 5_000, 3_000).unwrap());
+    assert!(!try_lead(&store, "w1", 5_500, 3_000).unwrap());
+}
