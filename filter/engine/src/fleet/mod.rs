@@ -139,7 +139,11 @@ pub struct FleetState {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct Pending {
+    /// Consumption since the last batch, to send.
     counters: BTreeMap<String, CounterDelta>,
+    /// This node's total per counter in windows not yet over, to enforce against.
+    #[serde(default)]
+    window_totals: BTreeMap<String, (u64, u64)>,
     dropped: u64,
 }
 
@@ -219,6 +223,78 @@ pub fn record_consumption(
         } else {
             p.dropped = p.dropped.saturating_add(1);
             false
+        }
+    })
+}
+
+/// A global limit's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Allow {
+        remaining: u64,
+    },
+    /// Over the fleet-wide limit (or this node's share of it) until the window ends.
+    Deny {
+        retry_after_ms: u64,
+    },
+}
+
+/// A global limit of `limit` units per fixed window of `window_ms`: admits `cost` when
+/// this node's total in the window plus the others' stays within
+/// [`admissible`], and records it for the next batch. When the counter table is full
+/// the request is admitted uncounted (fail open, like a shared-data failure) and the
+/// loss is counted.
+#[allow(clippy::too_many_arguments)]
+pub fn admit(
+    store: &dyn SharedData,
+    limits: &FleetLimits,
+    key: &str,
+    limit: u64,
+    window_ms: u64,
+    cost: u64,
+    now_ms: u64,
+    stale_after_ms: u64,
+) -> Result<Admission, FleetError> {
+    let window_ms = window_ms.max(1);
+    let window_start_ms = now_ms - now_ms % window_ms;
+    let window_end_ms = window_start_ms.saturating_add(window_ms);
+    let state = fleet_state(store)?;
+    let (others, fresh) = state.others(key, window_start_ms, window_ms, now_ms, stale_after_ms);
+    let allowed = admissible(limit, others, state.nodes, fresh);
+    let id = counter_id(key, window_start_ms, window_ms);
+    update(store, PENDING_KEY, |p: &mut Pending| {
+        // Windows that are over no longer matter for enforcement.
+        p.window_totals.retain(|_, (_, end)| *end > now_ms);
+        let mine = p.window_totals.get(&id).map_or(0, |(n, _)| *n);
+        if mine.saturating_add(cost) > allowed {
+            return Admission::Deny {
+                retry_after_ms: window_end_ms - now_ms,
+            };
+        }
+        let fits = p.window_totals.contains_key(&id) || p.window_totals.len() < limits.max_keys;
+        let counted = fits && (p.counters.contains_key(&id) || p.counters.len() < limits.max_keys);
+        if !counted {
+            p.dropped = p.dropped.saturating_add(1);
+            return Admission::Allow {
+                remaining: allowed.saturating_sub(mine),
+            };
+        }
+        p.window_totals
+            .entry(id.clone())
+            .or_insert((0, window_end_ms))
+            .0 = mine.saturating_add(cost);
+        let pending = p
+            .counters
+            .entry(id.clone())
+            .or_insert_with(|| CounterDelta {
+                key: key.to_string(),
+                window_start_ms,
+                window_ms,
+                delta: 0,
+            });
+        pending.delta = pending.delta.saturating_add(cost);
+        Admission::Allow {
+            remaining: allowed.saturating_sub(mine.saturating_add(cost)),
         }
     })
 }

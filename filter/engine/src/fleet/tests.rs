@@ -188,3 +188,80 @@ fn lease_has_one_holder_until_it_lapses() {
     assert!(try_lead(&store, "w2", 5_000, 3_000).unwrap());
     assert!(!try_lead(&store, "w1", 5_500, 3_000).unwrap());
 }
+
+fn sync_with_others(store: &MemorySharedData, nodes: u64, others: u64, now_ms: u64) {
+    let limits = FleetLimits::default();
+    let sent = batch(&take_batch(store, &limits, "n1", &format!("b{now_ms}"), now_ms).unwrap());
+    let body = serde_json::json!({
+        "batch_id": sent.batch_id, "nodes": nodes,
+        "counters": [{"key": "free:acme", "window_start_ms": 60_000, "window_ms": 60_000,
+                      "fleet_total": others, "others": others}],
+    });
+    apply_response(store, body.to_string().as_bytes(), now_ms).unwrap();
+}
+
+#[test]
+fn global_limit_counts_the_other_nodes() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits::default();
+    sync_with_others(&store, 3, 50, 60_000);
+    let mut allowed = 0;
+    for i in 0..20 {
+        if let Admission::Allow { .. } = admit(
+            &store,
+            &limits,
+            "free:acme",
+            60,
+            60_000,
+            1,
+            60_100 + i,
+            3_000,
+        )
+        .unwrap()
+        {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 10);
+    assert_eq!(
+        admit(&store, &limits, "free:acme", 60, 60_000, 1, 61_000, 3_000).unwrap(),
+        Admission::Deny {
+            retry_after_ms: 59_000
+        }
+    );
+    // What was admitted goes out in the next batch.
+    let sent = batch(&take_batch(&store, &limits, "n1", "next", 61_000).unwrap());
+    assert_eq!(sent.counters[0].delta, 10);
+    // A new window starts from zero; the view is a minute old by then, so this node's
+    // share (60 / 3) applies.
+    assert_eq!(
+        admit(&store, &limits, "free:acme", 60, 60_000, 1, 120_000, 3_000).unwrap(),
+        Admission::Allow { remaining: 19 }
+    );
+}
+
+#[test]
+fn stale_fleet_view_enforces_the_node_share() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits::default();
+    sync_with_others(&store, 3, 50, 60_000);
+    // Ten seconds without a sync (stale after 3 s): this node gets 60 / 3.
+    let mut allowed = 0;
+    for i in 0..40 {
+        if let Admission::Allow { .. } = admit(
+            &store,
+            &limits,
+            "free:acme",
+            60,
+            60_000,
+            1,
+            70_000 + i,
+            3_000,
+        )
+        .unwrap()
+        {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 20);
+}
