@@ -3,15 +3,21 @@
 //! Every worker of a node records global-limit consumption and usage events in shared
 //! data; the one worker holding the sync lease ([`try_lead`]) turns them into a batch
 //! ([`take_batch`]), the adapter posts it, and the answer is applied ([`apply_response`]).
-//! Limits then admit against `limit − others` while the fleet view is fresh, and against
-//! the node's share `limit / nodes` while it is not ([`admissible`]).
+//! While the fleet view is fresh, a node may add its share of the fleet's remaining
+//! headroom, `(limit − fleet_total) / nodes`, to what the sidecar already counted for it;
+//! while it is not, it holds to its share of the limit, `limit / nodes` ([`admissible`]).
 //!
 //! Delivery is at least once: a batch stays in flight (same batch id, same events) until
 //! the sidecar acknowledges it, and the sidecar de-duplicates by batch and event id.
 //! Everything is bounded: counters by `max_keys`, events by `max_queued_events`; what
 //! does not fit is dropped and counted, never blocks a request.
 
+mod compile;
+
 use std::collections::BTreeMap;
+
+pub use compile::SidecarConfig;
+pub(crate) use compile::compile_sidecar;
 
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +114,8 @@ struct CounterView {
     window_ms: u64,
     #[serde(default)]
     others: u64,
+    #[serde(default)]
+    fleet_total: u64,
 }
 
 /// The parts of the sidecar's answer the filter uses; the rest is ignored so that a newer
@@ -131,8 +139,9 @@ pub struct FleetState {
     pub nodes: u64,
     /// When the last answer was applied.
     pub synced_at_ms: u64,
-    /// Other nodes' consumption by `(key, window_start_ms, window_ms)`.
-    pub others: BTreeMap<String, u64>,
+    /// `(others, fleet_total, others' growth since the answer before)` by counter
+    /// (`key|window_start_ms|window_ms`), as of the last answer.
+    pub counters: BTreeMap<String, (u64, u64, u64)>,
     pub purge_seq: u64,
     pub override_seq: u64,
 }
@@ -259,8 +268,8 @@ pub fn admit(
     let window_start_ms = now_ms - now_ms % window_ms;
     let window_end_ms = window_start_ms.saturating_add(window_ms);
     let state = fleet_state(store)?;
-    let (others, fresh) = state.others(key, window_start_ms, window_ms, now_ms, stale_after_ms);
-    let allowed = admissible(limit, others, state.nodes, fresh);
+    let view = state.view(key, window_start_ms, window_ms, now_ms, stale_after_ms);
+    let allowed = admissible(limit, view, state.nodes);
     let id = counter_id(key, window_start_ms, window_ms);
     update(store, PENDING_KEY, |p: &mut Pending| {
         // Windows that are over no longer matter for enforcement.
@@ -349,9 +358,33 @@ pub fn take_batch(
         return Ok(bytes);
     }
     let counters = update(store, PENDING_KEY, |p: &mut Pending| {
-        std::mem::take(&mut p.counters)
-            .into_values()
-            .collect::<Vec<_>>()
+        let mut sent = std::mem::take(&mut p.counters);
+        // Counters of windows still running go out even when nothing was added (delta
+        // 0), so the answer keeps reporting the other nodes' consumption for them.
+        for (id, (_, end)) in &p.window_totals {
+            if *end > now_ms && !sent.contains_key(id) {
+                let mut parts = id.rsplitn(3, '|');
+                let (Some(window_ms), Some(start), Some(key)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let (Ok(window_ms), Ok(window_start_ms)) = (window_ms.parse(), start.parse())
+                else {
+                    continue;
+                };
+                sent.insert(
+                    id.clone(),
+                    CounterDelta {
+                        key: key.to_string(),
+                        window_start_ms,
+                        window_ms,
+                        delta: 0,
+                    },
+                );
+            }
+        }
+        sent.into_values().collect::<Vec<_>>()
     })?;
     let usage = update(store, QUEUE_KEY, |q: &mut Queue| {
         let n = q.events.len().min(limits.max_events_per_batch);
@@ -393,13 +426,23 @@ pub fn apply_response(
             got: response.batch_id,
         });
     }
+    let previous = load::<FleetState>(store, STATE_KEY)?.0;
     let state = FleetState {
         nodes: response.nodes,
         synced_at_ms: now_ms,
-        others: response
+        counters: response
             .counters
             .iter()
-            .map(|c| (counter_id(&c.key, c.window_start_ms, c.window_ms), c.others))
+            .map(|c| {
+                let id = counter_id(&c.key, c.window_start_ms, c.window_ms);
+                // The others' consumption since the previous answer: about what they will
+                // have added again, unseen, by the time this node next syncs.
+                let growth = previous
+                    .counters
+                    .get(&id)
+                    .map_or(0, |(before, _, _)| c.others.saturating_sub(*before));
+                (id, (c.others, c.fleet_total.max(c.others), growth))
+            })
             .collect(),
         purge_seq: response.purge_seq,
         override_seq: response.override_seq,
@@ -420,36 +463,69 @@ pub fn fleet_state(store: &dyn SharedData) -> Result<FleetState, FleetError> {
     Ok(load::<FleetState>(store, STATE_KEY)?.0)
 }
 
-/// How many units of a global limit this node may admit in a window, given what it has
-/// admitted itself. With a fresh fleet view: `limit − others`. With a stale one (sidecar
-/// down, circuit open, never synced): the node's share `limit / nodes` (rounded up, so a
-/// single node keeps the whole limit). `nodes == 0` means never synced: one node assumed.
-pub fn admissible(limit: u64, others: u64, nodes: u64, fresh: bool) -> u64 {
-    if fresh {
-        limit.saturating_sub(others)
-    } else {
-        limit.div_ceil(nodes.max(1))
+/// What the last answer said about one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Synced recently: the other nodes' and the whole fleet's consumption.
+    Fresh {
+        others: u64,
+        fleet_total: u64,
+        /// The others' growth over the last sync interval.
+        others_growth: u64,
+    },
+    /// Sidecar away, circuit open, never synced, or a counter the answer did not cover.
+    Stale,
+}
+
+/// How many units of a global limit this node may have admitted in a window.
+///
+/// Fresh: what the sidecar counted for this node plus its share of the headroom left,
+/// `own + ⌈(limit − fleet_total − others_growth) / nodes⌉`, so the nodes together cannot
+/// spend much more than the headroom before the next sync however the load is spread.
+/// `others_growth` stands in for what the others admit meanwhile, which this node cannot
+/// see yet (the answers are not simultaneous).
+/// Stale: the node's share `⌈limit / nodes⌉`. `nodes == 0` (never synced) counts as one.
+pub fn admissible(limit: u64, view: View, nodes: u64) -> u64 {
+    let nodes = nodes.max(1);
+    match view {
+        View::Fresh {
+            others,
+            fleet_total,
+            others_growth,
+        } => {
+            let own = fleet_total.saturating_sub(others);
+            let headroom = limit
+                .saturating_sub(fleet_total)
+                .saturating_sub(others_growth);
+            own.saturating_add(headroom.div_ceil(nodes))
+        }
+        View::Stale => limit.div_ceil(nodes),
     }
 }
 
 impl FleetState {
-    /// Others' consumption of a counter, and whether the view is fresh: synced within
-    /// `stale_after_ms`.
-    pub fn others(
+    /// The view of one counter: fresh when synced within `stale_after_ms` and covered by
+    /// the answer. A counter the answer did not cover is unknown, not zero.
+    pub fn view(
         &self,
         key: &str,
         window_start_ms: u64,
         window_ms: u64,
         now_ms: u64,
         stale_after_ms: u64,
-    ) -> (u64, bool) {
-        let fresh = self.nodes > 0 && now_ms.saturating_sub(self.synced_at_ms) <= stale_after_ms;
-        let others = self
-            .others
+    ) -> View {
+        let recent = self.nodes > 0 && now_ms.saturating_sub(self.synced_at_ms) <= stale_after_ms;
+        match self
+            .counters
             .get(&counter_id(key, window_start_ms, window_ms))
-            .copied()
-            .unwrap_or(0);
-        (others, fresh)
+        {
+            Some((others, fleet_total, others_growth)) if recent => View::Fresh {
+                others: *others,
+                fleet_total: *fleet_total,
+                others_growth: *others_growth,
+            },
+            _ => View::Stale,
+        }
     }
 }
 

@@ -84,16 +84,21 @@ fn response_stores_others_and_node_count() {
     assert_eq!(state.nodes, 3);
     assert_eq!(state.purge_seq, 7);
     assert_eq!(
-        state.others("free:acme", 60_000, 60_000, 1_500, 3_000),
-        (20, true)
+        state.view("free:acme", 60_000, 60_000, 1_500, 3_000),
+        View::Fresh {
+            others: 20,
+            fleet_total: 30,
+            others_growth: 0
+        }
     );
     assert_eq!(
-        state.others("free:acme", 60_000, 60_000, 9_000, 3_000),
-        (20, false)
+        state.view("free:acme", 60_000, 60_000, 9_000, 3_000),
+        View::Stale
     );
+    // Not covered by the answer: unknown, so the share applies.
     assert_eq!(
-        state.others("other", 60_000, 60_000, 1_500, 3_000),
-        (0, true)
+        state.view("other", 60_000, 60_000, 1_500, 3_000),
+        View::Stale
     );
     // The next batch reports the sequences applied.
     apply_response(&store, body, 1_000).unwrap();
@@ -103,13 +108,27 @@ fn response_stores_others_and_node_count() {
 
 #[test]
 fn share_of_limit() {
-    // Fresh view: what the others have not used.
-    assert_eq!(admissible(60, 45, 3, true), 15);
-    assert_eq!(admissible(60, 90, 3, true), 0);
-    // Stale view: the node's share, rounded up; never synced counts as one node.
-    assert_eq!(admissible(60, 45, 3, false), 20);
-    assert_eq!(admissible(60, 0, 7, false), 9);
-    assert_eq!(admissible(60, 0, 0, false), 60);
+    let fresh = |others, fleet_total| View::Fresh {
+        others,
+        fleet_total,
+        others_growth: 0,
+    };
+    // Fresh: own 10 counted, 15 left in the fleet, a third of it: 10 + 5.
+    assert_eq!(admissible(60, fresh(35, 45), 3), 15);
+    assert_eq!(admissible(60, fresh(35, 46), 3), 16);
+    // Nothing left: only what was already counted.
+    assert_eq!(admissible(60, fresh(80, 90), 3), 10);
+    // Stale: the node's share, rounded up; never synced counts as one node.
+    // The others grew by 6 over the last interval: that much is kept back.
+    let growing = View::Fresh {
+        others: 35,
+        fleet_total: 45,
+        others_growth: 6,
+    };
+    assert_eq!(admissible(60, growing, 3), 13);
+    assert_eq!(admissible(60, View::Stale, 3), 20);
+    assert_eq!(admissible(60, View::Stale, 7), 9);
+    assert_eq!(admissible(60, View::Stale, 0), 60);
 }
 
 #[test]
@@ -204,7 +223,8 @@ fn sync_with_others(store: &MemorySharedData, nodes: u64, others: u64, now_ms: u
 fn global_limit_counts_the_other_nodes() {
     let store = MemorySharedData::default();
     let limits = FleetLimits::default();
-    sync_with_others(&store, 3, 50, 60_000);
+    // Others used 45 of 60, this node nothing yet: it may take 15 / 3.
+    sync_with_others(&store, 3, 45, 60_000);
     let mut allowed = 0;
     for i in 0..20 {
         if let Admission::Allow { .. } = admit(
@@ -222,7 +242,7 @@ fn global_limit_counts_the_other_nodes() {
             allowed += 1;
         }
     }
-    assert_eq!(allowed, 10);
+    assert_eq!(allowed, 5);
     assert_eq!(
         admit(&store, &limits, "free:acme", 60, 60_000, 1, 61_000, 3_000).unwrap(),
         Admission::Deny {
@@ -231,7 +251,13 @@ fn global_limit_counts_the_other_nodes() {
     );
     // What was admitted goes out in the next batch.
     let sent = batch(&take_batch(&store, &limits, "n1", "next", 61_000).unwrap());
-    assert_eq!(sent.counters[0].delta, 10);
+    assert_eq!(sent.counters[0].delta, 5);
+    apply_response(&store, br#"{"batch_id":"next","nodes":3}"#, 61_000).unwrap();
+    // A running window goes out again with delta 0, so its others stay known.
+    let again = batch(&take_batch(&store, &limits, "n1", "after", 62_000).unwrap());
+    assert_eq!(again.counters.len(), 1);
+    assert_eq!(again.counters[0].delta, 0);
+    assert_eq!(again.counters[0].key, "free:acme");
     // A new window starts from zero; the view is a minute old by then, so this node's
     // share (60 / 3) applies.
     assert_eq!(
