@@ -13,11 +13,13 @@
 //! does not fit is dropped and counted, never blocks a request.
 
 mod compile;
+mod driver;
 
 use std::collections::BTreeMap;
 
 pub use compile::SidecarConfig;
 pub(crate) use compile::compile_sidecar;
+pub use driver::{SyncCall, SyncDriver, SyncOutcome};
 
 use serde::{Deserialize, Serialize};
 
@@ -456,6 +458,13 @@ pub fn apply_response(
         .set(INFLIGHT_KEY, b"", None)
         .map_err(|_| FleetError::Store)?;
     Ok(state)
+}
+
+/// Forgets the batch in flight (the sidecar refused it for good: a 4xx).
+pub fn abandon_batch(store: &dyn SharedData) -> Result<(), FleetError> {
+    store
+        .set(INFLIGHT_KEY, b"", None)
+        .map_err(|_| FleetError::Store)
 }
 
 /// The node's current view of the fleet.

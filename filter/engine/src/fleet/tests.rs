@@ -291,3 +291,75 @@ fn stale_fleet_view_enforces_the_node_share() {
     }
     assert_eq!(allowed, 20);
 }
+
+fn sidecar_config() -> SidecarConfig {
+    let doc: crate::policy::document::SidecarDocument =
+        serde_yaml::from_str("{cluster: sc, failures_to_open: 2, open_for: 5s}").unwrap();
+    let mut errors = crate::policy::compile::Errors::default();
+    let config = compile_sidecar(&doc, &mut errors);
+    assert_eq!(errors.count(), 0);
+    config
+}
+
+#[test]
+fn driver_leads_posts_retries_and_opens_the_circuit() {
+    let store = MemorySharedData::default();
+    let mut w1 = SyncDriver::new(sidecar_config(), "w1".into(), 7);
+    let mut w2 = SyncDriver::new(sidecar_config(), "w2".into(), 7);
+    let call = w1.tick(0, &store).unwrap().unwrap();
+    assert_eq!(call.path, "/v1/sync");
+    assert_eq!(call.timeout_ms, 200);
+    // One call at a time, one leader per node.
+    assert_eq!(w1.tick(100, &store).unwrap(), None);
+    assert_eq!(w2.tick(100, &store).unwrap(), None);
+    // A failure keeps the batch: the next call re-sends it byte for byte.
+    assert!(
+        w1.done(SyncOutcome::Failed("timeout".into()), 200, &store)
+            .is_err()
+    );
+    let again = w1.tick(1_000, &store).unwrap().unwrap();
+    assert_eq!(again.body, call.body);
+    // Second consecutive failure opens the circuit for 5 s: no calls.
+    let line = w1
+        .done(
+            SyncOutcome::Answered {
+                status: 503,
+                body: vec![],
+            },
+            1_200,
+            &store,
+        )
+        .unwrap_err();
+    assert!(line.contains("circuit open"), "{line}");
+    assert_eq!(w1.tick(2_000, &store).unwrap(), None);
+    let sent = batch(&w1.tick(6_300, &store).unwrap().unwrap().body);
+    let answer = format!(r#"{{"batch_id":"{}","nodes":2}}"#, sent.batch_id);
+    w1.done(
+        SyncOutcome::Answered {
+            status: 200,
+            body: answer.into_bytes(),
+        },
+        6_400,
+        &store,
+    )
+    .unwrap();
+    assert_eq!(fleet_state(&store).unwrap().nodes, 2);
+    // A new batch id after an acknowledgement; a 4xx drops the batch.
+    let next = batch(&w1.tick(7_300, &store).unwrap().unwrap().body);
+    assert_ne!(next.batch_id, sent.batch_id);
+    assert!(
+        w1.done(
+            SyncOutcome::Answered {
+                status: 400,
+                body: b"{}".to_vec()
+            },
+            7_400,
+            &store
+        )
+        .is_err()
+    );
+    let after = batch(&w1.tick(8_300, &store).unwrap().unwrap().body);
+    assert_ne!(after.batch_id, next.batch_id);
+    // w1 stops (dies): w2 takes over once the lease (3 ticks) lapses.
+    assert!(w2.tick(12_000, &store).unwrap().is_some());
+}
