@@ -35,6 +35,8 @@ pub struct SyncDriver {
     next_batch: u64,
     breaker: CircuitBreaker,
     in_flight: bool,
+    /// No call before this: the timer may tick faster (it is shared with key fetching).
+    next_due_ms: u64,
 }
 
 impl SyncDriver {
@@ -54,6 +56,7 @@ impl SyncDriver {
             next_batch: 0,
             breaker,
             in_flight: false,
+            next_due_ms: 0,
         }
     }
 
@@ -68,7 +71,7 @@ impl SyncDriver {
         now_ms: u64,
         store: &dyn SharedData,
     ) -> Result<Option<SyncCall>, String> {
-        if self.in_flight || !self.breaker.allows(now_ms) {
+        if self.in_flight || now_ms < self.next_due_ms || !self.breaker.allows(now_ms) {
             return Ok(None);
         }
         let lease_ms = self.config.tick_ms.saturating_mul(3);
@@ -80,6 +83,7 @@ impl SyncDriver {
         let body = take_batch(store, &self.config.limits, &self.node_id, &batch_id, now_ms)
             .map_err(|e| e.to_string())?;
         self.in_flight = true;
+        self.next_due_ms = now_ms.saturating_add(self.config.tick_ms);
         Ok(Some(SyncCall {
             cluster: self.config.cluster.clone(),
             authority: self.config.authority.clone(),
