@@ -4,6 +4,8 @@
 use super::{CircuitBreaker, SidecarConfig, apply_response, take_batch, try_lead};
 use crate::shared::SharedData;
 
+const NODE_ID_KEY: &str = "tg:fleet:node_id";
+
 /// A sync call to make now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncCall {
@@ -64,6 +66,29 @@ impl SyncDriver {
         &self.node_id
     }
 
+    /// Without a `node_id` in the policy, the workers of a node agree on the first random
+    /// id written to shared data: the node must be one member of the fleet, not one per VM.
+    fn settle_node_id(&mut self, store: &dyn SharedData) -> Result<(), String> {
+        if self.config.node_id.is_some() {
+            return Ok(());
+        }
+        match store
+            .get(NODE_ID_KEY)
+            .map_err(|_| "shared data unavailable".to_string())?
+        {
+            Some((id, _)) if !id.is_empty() => {
+                self.node_id = String::from_utf8_lossy(&id).into_owned();
+            }
+            _ => {
+                store
+                    .set(NODE_ID_KEY, self.node_id.as_bytes(), None)
+                    .map_err(|_| "shared data unavailable".to_string())?;
+            }
+        }
+        self.config.node_id = Some(self.node_id.clone());
+        Ok(())
+    }
+
     /// The call to make now, if this worker leads, no call is out and the circuit is
     /// closed. The lease lasts three ticks, so a dead leader is replaced within them.
     pub fn tick(
@@ -78,6 +103,7 @@ impl SyncDriver {
         if !try_lead(store, &self.worker_id, now_ms, lease_ms).map_err(|e| e.to_string())? {
             return Ok(None);
         }
+        self.settle_node_id(store)?;
         self.next_batch += 1;
         let batch_id = format!("{}-{:x}-{}", self.node_id, self.boot_nonce, self.next_batch);
         let body = take_batch(store, &self.config.limits, &self.node_id, &batch_id, now_ms)

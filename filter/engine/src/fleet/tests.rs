@@ -360,6 +360,7 @@ fn driver_leads_posts_retries_and_opens_the_circuit() {
     );
     let after = batch(&w1.tick(8_300, &store).unwrap().unwrap().body);
     assert_ne!(after.batch_id, next.batch_id);
-    // w1 stops (dies): w2 takes over once the lease (3 ticks) lapses.
-    assert!(w2.tick(12_000, &store).unwrap().is_some());
+    // w1 stops (dies): w2 takes over once the lease (3 ticks) lapses, as the same node.
+    let taken = batch(&w2.tick(12_000, &store).unwrap().unwrap().body);
+    assert_eq!(taken.node_id, after.node_id);
 }
