@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cache;
 pub mod decision;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;

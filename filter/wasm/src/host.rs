@@ -172,16 +172,41 @@ pub fn dispatch_get(
     authority: &str,
     timeout_ms: u64,
 ) -> Result<u32, String> {
-    let headers = vec![
-        (":method", "GET"),
+    dispatch(cluster, "GET", path, authority, timeout_ms, None)
+}
+
+/// Sends a JSON POST through `cluster`; the answer comes like a GET's.
+pub fn dispatch_post_json(
+    cluster: &str,
+    path: &str,
+    authority: &str,
+    timeout_ms: u64,
+    body: &[u8],
+) -> Result<u32, String> {
+    dispatch(cluster, "POST", path, authority, timeout_ms, Some(body))
+}
+
+fn dispatch(
+    cluster: &str,
+    method: &str,
+    path: &str,
+    authority: &str,
+    timeout_ms: u64,
+    body: Option<&[u8]>,
+) -> Result<u32, String> {
+    let mut headers = vec![
+        (":method", method),
         (":path", path),
         (":authority", authority),
         ("accept", "application/json"),
     ];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
     hostcalls::dispatch_http_call(
         cluster,
         headers,
-        None,
+        body,
         vec![],
         std::time::Duration::from_millis(timeout_ms),
     )

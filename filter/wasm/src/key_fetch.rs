@@ -13,6 +13,8 @@ use crate::host::{self, HostSharedData, Metrics};
 pub struct KeyFetcher {
     pending: HashMap<u32, KeyFetch>,
     tick_ms: Option<u64>,
+    /// The longest period the shared root timer may have (the sidecar sync's tick).
+    pub cap_ms: Option<u64>,
 }
 
 impl KeyFetcher {
@@ -20,10 +22,14 @@ impl KeyFetcher {
     /// also configures a short-lived canary VM, which must not take the fetch lease.
     pub fn configure(&mut self, engine: &Engine) {
         if !engine.policy().auth.key_sources.is_empty() {
-            let period = tollgate_engine::auth::jwks_source::TICK_WAITING_MS;
+            let period = self.capped(tollgate_engine::auth::jwks_source::TICK_WAITING_MS);
             host::set_tick_period(period);
             self.tick_ms = Some(period);
         }
+    }
+
+    fn capped(&self, ms: u64) -> u64 {
+        self.cap_ms.map_or(ms, |cap| cap.min(ms))
     }
 
     pub fn tick(&mut self, engine: &Engine, metrics: &Metrics) {
@@ -63,7 +69,7 @@ impl KeyFetcher {
                     &format!("tollgate: {line}"),
                 );
             }
-            if let Some(ms) = work.tick_ms
+            if let Some(ms) = work.tick_ms.map(|ms| self.capped(ms))
                 && self.tick_ms != Some(ms)
             {
                 host::set_tick_period(ms);

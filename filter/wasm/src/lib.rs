@@ -7,6 +7,7 @@
 //! worker.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod fleet_sync;
 mod host;
 mod http;
 mod key_fetch;

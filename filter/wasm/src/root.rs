@@ -6,6 +6,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use tollgate_engine::{Engine, Policy};
 
+use crate::fleet_sync::FleetSync;
 use crate::host::{self, Metrics};
 use crate::http::TollgateHttp;
 use crate::key_fetch::KeyFetcher;
@@ -21,6 +22,8 @@ pub struct TollgateRoot {
     shared: Option<Rc<Shared>>,
     /// Remote JWKS fetching (root context only: callouts outlive streams here).
     keys: KeyFetcher,
+    /// Sidecar sync (root context only, like key fetching).
+    fleet: FleetSync,
 }
 
 impl Context for TollgateRoot {
@@ -31,6 +34,9 @@ impl Context for TollgateRoot {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if self.fleet.response(token_id, num_headers, body_size) {
+            return;
+        }
         if let Some(shared) = self.shared.clone()
             && !self.keys.response(
                 &shared.engine,
@@ -67,6 +73,8 @@ impl RootContext for TollgateRoot {
                     engine: Engine::new(policy, host::entropy()),
                     metrics: Metrics::define(),
                 });
+                // One root timer: key fetching may tick faster, never slower than sync.
+                self.keys.cap_ms = self.fleet.configure(&shared.engine);
                 self.keys.configure(&shared.engine);
                 self.shared = Some(shared);
                 true
@@ -84,6 +92,7 @@ impl RootContext for TollgateRoot {
         if let Some(shared) = self.shared.clone() {
             self.keys.tick(&shared.engine, &shared.metrics);
         }
+        self.fleet.tick();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

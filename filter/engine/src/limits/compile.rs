@@ -254,6 +254,7 @@ pub(crate) fn compile_rate_limits(
                 key,
                 rate,
                 shadow: l.shadow,
+                global: l.global,
                 slots: (max_keys / 4).max(1),
             });
         }

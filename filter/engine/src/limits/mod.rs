@@ -48,7 +48,16 @@ pub struct Limit {
     pub key: Vec<KeyPart>,
     pub rate: RateSource,
     pub shadow: bool,
+    /// Held across the fleet through the sidecar (see `crate::fleet::admit`).
+    pub global: bool,
     pub slots: u32,
+}
+
+/// How global limits are enforced on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetSettings {
+    pub limits: crate::fleet::FleetLimits,
+    pub stale_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,6 +72,8 @@ pub struct RateLimits {
     pub xff_trusted_hops: u32,
     /// Spike detectors, applied to every request that has their key.
     pub velocity: Vec<velocity::VelocityRule>,
+    /// Set when the policy has a `sidecar`: global limits then also count other nodes.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// A limit a route applies, with its cost.
@@ -151,7 +162,36 @@ impl RateLimits {
             let Some(fp) = key_fingerprint(&limit.key, input) else {
                 continue;
             };
-            match take(limit, &quota, fp, route_limit.cost, now_ms, store) {
+            let taken = take(limit, &quota, fp, route_limit.cost, now_ms, store);
+            let taken = match (taken, self.fleet) {
+                (
+                    Ok((
+                        Verdict::Allow {
+                            remaining: local, ..
+                        },
+                        evicted,
+                    )),
+                    Some(fleet),
+                ) if limit.global => {
+                    // Report the tighter of the local bucket and the fleet window.
+                    self.admit_global(limit, &quota, fp, route_limit.cost, now_ms, store, fleet)
+                        .map(|v| match v {
+                            Verdict::Allow {
+                                remaining,
+                                reset_ms,
+                                new_tat,
+                            } => Verdict::Allow {
+                                remaining: remaining.min(local),
+                                reset_ms,
+                                new_tat,
+                            },
+                            deny => deny,
+                        })
+                        .map(|v| (v, evicted))
+                }
+                (other, _) => other,
+            };
+            match taken {
                 Err(StoreUnavailable) => outcome.store_errors += 1,
                 Ok((verdict, evicted)) => {
                     outcome.evictions += u64::from(evicted);
@@ -188,6 +228,48 @@ impl RateLimits {
             }
         }
         outcome
+    }
+}
+
+impl RateLimits {
+    /// The fleet-wide check of a global limit after the local bucket admitted: a fixed
+    /// window of the quota's period holding `rate` across all nodes.
+    #[allow(clippy::too_many_arguments)]
+    fn admit_global(
+        &self,
+        limit: &Limit,
+        quota: &Quota,
+        fp: u64,
+        cost: u64,
+        now_ms: u64,
+        store: &dyn SharedData,
+        fleet: FleetSettings,
+    ) -> Result<Verdict, StoreUnavailable> {
+        let window_ms = quota.period_ms.get();
+        let fleet_key = format!("{}:{fp:016x}", limit.name);
+        let admission = crate::fleet::admit(
+            store,
+            &fleet.limits,
+            &fleet_key,
+            quota.rate.get(),
+            window_ms,
+            cost,
+            now_ms,
+            fleet.stale_after_ms,
+        )
+        .map_err(|_| StoreUnavailable)?;
+        let reset_ms = window_ms - now_ms % window_ms;
+        Ok(match admission {
+            crate::fleet::Admission::Allow { remaining } => Verdict::Allow {
+                remaining,
+                reset_ms,
+                new_tat: 0,
+            },
+            crate::fleet::Admission::Deny { retry_after_ms } => Verdict::Deny {
+                retry_after_ms,
+                reset_ms,
+            },
+        })
     }
 }
 

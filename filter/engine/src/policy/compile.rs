@@ -27,6 +27,8 @@ pub struct Policy {
     pub request_id_header: Option<String>,
     /// Every WAF rule routes may use.
     pub waf: crate::waf::Waf,
+    /// Fleet sync, when the policy has a `sidecar` section.
+    pub sidecar: Option<crate::fleet::SidecarConfig>,
 }
 
 #[derive(Default)]
@@ -73,8 +75,32 @@ impl Policy {
             });
 
         let auth = crate::auth::compile_auth(document.auth.as_ref(), &mut errors);
-        let rate_limits =
+        let mut rate_limits =
             crate::limits::compile_rate_limits(document.rate_limits.as_ref(), &mut errors);
+        let sidecar = document
+            .sidecar
+            .as_ref()
+            .map(|s| crate::fleet::compile_sidecar(s, &mut errors));
+        match &sidecar {
+            Some(s) => {
+                rate_limits.fleet = Some(crate::limits::FleetSettings {
+                    limits: s.limits,
+                    stale_after_ms: s.stale_after_ms(),
+                });
+            }
+            None => {
+                if let Some(doc) = &document.rate_limits {
+                    for (i, l) in doc.limits.iter().enumerate() {
+                        if l.global {
+                            errors.push(
+                                format!("rate_limits.limits[{i}].global"),
+                                "a global limit needs a `sidecar` section",
+                            );
+                        }
+                    }
+                }
+            }
+        }
         let waf_catalog = crate::waf::compile_waf(
             document.waf.as_ref(),
             document.routes.iter().any(|r| r.waf.is_some()),
@@ -164,6 +190,7 @@ impl Policy {
                 rate_limits,
                 request_id_header,
                 waf: waf_catalog.waf,
+                sidecar,
             })
         } else {
             Err(PolicyErrors(errors.0))

@@ -27,6 +27,49 @@ pub struct PolicyDocument {
     pub waf: Option<crate::waf::document::WafDocument>,
     /// Routes, tried in order; the first that matches serves the request.
     pub routes: Vec<RouteDocument>,
+    /// The sync sidecar: makes `global` limits hold across gateway nodes and collects
+    /// usage events for billing. Omit to run each node on its own.
+    #[serde(default)]
+    pub sidecar: Option<SidecarDocument>,
+}
+
+/// Where and how often a node syncs with the sidecar. Requests never wait for it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarDocument {
+    /// The Envoy cluster of the sidecar.
+    pub cluster: String,
+    /// `:authority` of sync calls (default: the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Path of the sync endpoint (default `/v1/sync`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// How often the node syncs (default `1s`).
+    #[serde(default)]
+    pub tick: Option<String>,
+    /// How long a sync call may take (default `200ms`); shorter than `tick`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Consecutive failed syncs that open the circuit (default 3).
+    #[serde(default)]
+    pub failures_to_open: Option<u32>,
+    /// How long an open circuit makes no calls (default `10s`).
+    #[serde(default)]
+    pub open_for: Option<String>,
+    /// This node's id in the fleet (default: a random id chosen at start).
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Usage events kept while the sidecar is away (default 10000); beyond it events are
+    /// dropped and counted in `tollgate_usage_dropped_total`.
+    #[serde(default)]
+    pub max_queued_events: Option<u32>,
+    /// Usage events sent in one sync (default 1000).
+    #[serde(default)]
+    pub max_events_per_batch: Option<u32>,
+    /// Distinct global-limit keys counted between syncs (default 10000).
+    #[serde(default)]
+    pub max_keys: Option<u32>,
 }
 
 /// Request-id settings.
@@ -544,6 +587,11 @@ pub struct LimitDocument {
     /// Count and mark would-be blocks, block nothing.
     #[serde(default)]
     pub shadow: bool,
+    /// Hold this limit across all gateway nodes through the `sidecar`: per fixed window
+    /// of `per`, the fleet admits at most `rate` (see docs/sidecar.md for the overshoot
+    /// bound). Needs a `sidecar` section.
+    #[serde(default)]
+    pub global: bool,
     /// Most keys tracked at once (default 65536); beyond it the bucket nearest to full is
     /// evicted.
     #[serde(default)]

@@ -1,0 +1,179 @@
+//! Global limits across three gateway nodes through the engine, with an in-test stand-in
+//! for the sidecar's counter arithmetic (the real sidecar has its own tests): each node
+//! syncs once a second on the virtual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+use tollgate_engine::fleet::{self, SyncRequest};
+use tollgate_engine::{Decision, Engine, MemorySharedData, Policy, RequestHead};
+
+/// A minute boundary, so one fixed window spans [T0, T0 + 60 s).
+const T0: u64 = 1_767_225_600_000;
+
+fn policy() -> String {
+    let sha = hex_sha("free-key");
+    format!(
+        r#"
+version: 1
+sidecar: {{ cluster: sidecar }}
+auth:
+  api_keys:
+    keys:
+      - {{ id: k-free, sha256: "{sha}", tenant: t-free, plan: free }}
+rate_limits:
+  plans:
+    free: {{ rate: 60, per: 1m }}
+  limits:
+    - {{ name: tenant-plan, key: [tenant], plan: true, global: true }}
+routes:
+  - name: api
+    cluster: origin
+    auth: {{ accept: [api_key] }}
+    limits: [tenant-plan]
+"#
+    )
+}
+
+fn hex_sha(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct Node {
+    id: String,
+    engine: Engine,
+    store: MemorySharedData,
+    batches: u64,
+}
+
+impl Node {
+    fn send(&self, now: u64) -> bool {
+        let request = RequestHead::from_pairs(vec![
+            (":method", "GET".to_string()),
+            (":path", "/v1/x".to_string()),
+            ("x-api-key", "free-key".to_string()),
+        ]);
+        matches!(
+            self.engine.on_request_headers(request, now, &self.store),
+            Decision::Forward(_)
+        )
+    }
+}
+
+/// Sums counters per (key, window) and per node, answers with the others' share.
+#[derive(Default)]
+struct FakeSidecar {
+    per_node: HashMap<(String, u64, u64), HashMap<String, u64>>,
+    nodes: std::collections::HashSet<String>,
+}
+
+impl FakeSidecar {
+    fn sync(&mut self, body: &[u8]) -> Vec<u8> {
+        let req: SyncRequest = serde_json::from_slice(body).unwrap();
+        self.nodes.insert(req.node_id.clone());
+        let mut counters = Vec::new();
+        for c in &req.counters {
+            let per = self
+                .per_node
+                .entry((c.key.clone(), c.window_start_ms, c.window_ms))
+                .or_default();
+            *per.entry(req.node_id.clone()).or_default() += c.delta;
+            let total: u64 = per.values().sum();
+            let own = per[&req.node_id];
+            counters.push(serde_json::json!({
+                "key": c.key, "window_start_ms": c.window_start_ms, "window_ms": c.window_ms,
+                "fleet_total": total, "others": total - own,
+            }));
+        }
+        serde_json::json!({"batch_id": req.batch_id, "nodes": self.nodes.len(), "counters": counters})
+            .to_string()
+            .into_bytes()
+    }
+}
+
+fn nodes() -> Vec<Node> {
+    (0..3)
+        .map(|i| Node {
+            id: format!("node-{i}"),
+            engine: Engine::new(Policy::load(&policy()).unwrap(), i),
+            store: MemorySharedData::default(),
+            batches: 0,
+        })
+        .collect()
+}
+
+fn sync(node: &mut Node, sidecar: Option<&mut FakeSidecar>, now: u64) {
+    let limits = fleet::FleetLimits::default();
+    node.batches += 1;
+    let batch_id = format!("{}-{}", node.id, node.batches);
+    let body = fleet::take_batch(&node.store, &limits, &node.id, &batch_id, now).unwrap();
+    if let Some(sidecar) = sidecar {
+        let answer = sidecar.sync(&body);
+        fleet::apply_response(&node.store, &answer, now).unwrap();
+    }
+}
+
+/// Each node gets `per_second` requests a second for a minute; returns the total
+/// admitted in that window.
+fn run_minute(nodes: &mut [Node], sidecar: &mut FakeSidecar, up: impl Fn(u64) -> bool) -> u64 {
+    let mut admitted = 0;
+    for second in 0..60 {
+        for step in 0..4 {
+            let now = T0 + second * 1000 + step * 250;
+            for node in nodes.iter() {
+                admitted += u64::from(node.send(now));
+            }
+        }
+        let now = T0 + second * 1000 + 999;
+        for node in nodes.iter_mut() {
+            let reachable = up(second);
+            sync(node, reachable.then_some(&mut *sidecar), now);
+        }
+    }
+    admitted
+}
+
+/// Two rounds of syncs before the window, so every node knows the fleet has three members.
+fn warm_up(nodes: &mut [Node], sidecar: &mut FakeSidecar) {
+    for round in 0..2 {
+        for node in nodes.iter_mut() {
+            sync(node, Some(&mut *sidecar), T0 - 5_000 + round);
+        }
+    }
+}
+
+#[test]
+fn three_nodes_hold_a_free_tenant_to_60_a_minute() {
+    let mut nodes = nodes();
+    let mut sidecar = FakeSidecar::default();
+    warm_up(&mut nodes, &mut sidecar);
+    let admitted = run_minute(&mut nodes, &mut sidecar, |_| true);
+    eprintln!("3 nodes, 12 req/s offered: admitted {admitted} of 60 in one window");
+    // 12 requests a second offered, 60 a minute allowed: within 5%.
+    assert!((57..=63).contains(&admitted), "admitted {admitted}");
+}
+
+#[test]
+fn sidecar_away_each_node_keeps_its_share() {
+    let mut nodes = nodes();
+    let mut sidecar = FakeSidecar::default();
+    warm_up(&mut nodes, &mut sidecar);
+    // The sidecar never answers in this window: each node admits 60 / 3.
+    let admitted = run_minute(&mut nodes, &mut sidecar, |_| false);
+    assert_eq!(admitted, 60);
+    for node in &nodes {
+        let fresh = fleet::fleet_state(&node.store).unwrap();
+        assert_eq!(fresh.nodes, 3);
+    }
+}
+
+#[test]
+fn global_limit_without_sidecar_names_the_field() {
+    let text = policy().replace("sidecar: { cluster: sidecar }\n", "");
+    let errors = Policy::load(&text).unwrap_err();
+    assert_eq!(errors.0[0].path, "rate_limits.limits[0].global");
+}
