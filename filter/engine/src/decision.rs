@@ -38,6 +38,9 @@ pub struct ForwardPlan {
     pub waf: Option<Box<crate::waf::WafVerdict>>,
     /// Personal data to mask in the response body (`Engine::mask_response_body`).
     pub pii: Option<crate::pii::PiiKinds>,
+    /// The usage record to finish when the exchange ends (`Engine::finish_usage`); only
+    /// with a `sidecar` and a known tenant.
+    pub usage: Option<Box<crate::fleet::UsageEvent>>,
 }
 
 /// What the body phase has to check, carried from the headers phase.
@@ -81,6 +84,8 @@ pub struct LocalReply {
     pub detail: Option<&'static str>,
     /// The WAF's verdict when it blocked, for the log line; never sent to the client.
     pub waf: Option<Box<crate::waf::WafVerdict>>,
+    /// The usage record, status filled in (`Engine::finish_usage` once the reply is sent).
+    pub usage: Option<Box<crate::fleet::UsageEvent>>,
 }
 
 impl LocalReply {
@@ -105,6 +110,7 @@ impl LocalReply {
             counters: Vec::new(),
             detail: None,
             waf: None,
+            usage: None,
         }
     }
 }
@@ -114,6 +120,13 @@ impl Decision {
         match self {
             Decision::Forward(plan) => &plan.counters,
             Decision::Reply(reply) => &reply.counters,
+        }
+    }
+
+    pub fn counters_mut(&mut self) -> &mut Vec<(Counter, u64)> {
+        match self {
+            Decision::Forward(plan) => &mut plan.counters,
+            Decision::Reply(reply) => &mut reply.counters,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod request;
 pub mod request_id;
 pub mod routing;
 pub mod shared;
+pub mod usage;
 pub mod waf;
 pub mod webhook;
 

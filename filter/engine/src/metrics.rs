@@ -57,10 +57,15 @@ pub enum Counter {
     JwksUpdates,
     /// Refetches triggered by a token naming an unknown `kid` (rate-limited per node).
     JwksUnknownKidRefetches,
+    /// Usage records handed to the node's queue for the sidecar.
+    UsageRecorded,
+    /// Usage records lost: the node's queue was full (the sidecar away too long), or the
+    /// tenant id is not one the sidecar can bill.
+    UsageDropped,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 27] = [
+    pub const ALL: [Counter; 29] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -88,6 +93,8 @@ impl Counter {
         Counter::JwksFetchFailures,
         Counter::JwksUpdates,
         Counter::JwksUnknownKidRefetches,
+        Counter::UsageRecorded,
+        Counter::UsageDropped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +126,8 @@ impl Counter {
             Counter::JwksFetchFailures => "tollgate_jwks_fetch_failures_total",
             Counter::JwksUpdates => "tollgate_jwks_updates_total",
             Counter::JwksUnknownKidRefetches => "tollgate_jwks_unknown_kid_refetches_total",
+            Counter::UsageRecorded => "tollgate_usage_recorded_total",
+            Counter::UsageDropped => "tollgate_usage_dropped_total",
         }
     }
 

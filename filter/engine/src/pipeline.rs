@@ -19,6 +19,8 @@ pub struct Engine {
     /// Compiled once per VM; `None` only if the built-in patterns failed to compile, in
     /// which case masked routes fail closed.
     pii: Option<crate::pii::PiiMasker>,
+    /// Finished usage records not yet in shared data.
+    usage: crate::usage::UsageBuffer,
 }
 
 impl Engine {
@@ -33,6 +35,7 @@ impl Engine {
             policy,
             request_ids: RequestIdGenerator::new(entropy),
             pii: crate::pii::PiiMasker::new().ok(),
+            usage: crate::usage::UsageBuffer::default(),
         }
     }
 
@@ -95,11 +98,87 @@ impl Engine {
     /// unspoofable and routing cannot be chosen by the client), picks the request id and
     /// the route, authenticates and authorises, and returns either the forwarding plan
     /// or the reply to send.
+    ///
+    /// With a `sidecar` in the policy, a request whose tenant is known carries its usage
+    /// record in the decision (`ForwardPlan::usage` or `LocalReply::usage`).
     pub fn on_request_headers(
+        &self,
+        request: RequestHead,
+        now_ms: u64,
+        store: &dyn SharedData,
+    ) -> Decision {
+        if self.policy.sidecar.is_none() {
+            return self.decide(request, now_ms, store, &mut None);
+        }
+        let method = request.method().to_string();
+        let mut seen = None;
+        let mut decision = self.decide(request, now_ms, store, &mut seen);
+        if let Some((identity, route_id)) = seen
+            && let Some(route) = self.policy.routes.get(route_id)
+        {
+            // A configured node id keeps ids unique across nodes even when their VMs'
+            // entropy is not (replays seed it).
+            let event_id = match self
+                .policy
+                .sidecar
+                .as_ref()
+                .and_then(|s| s.node_id.as_ref())
+            {
+                Some(node) => format!("{node}:{}", self.request_ids.generate()),
+                None => self.request_ids.generate(),
+            };
+            let draft = crate::usage::draft(event_id, &identity, route, &method, now_ms, &decision);
+            if draft.is_none() {
+                decision.counters_mut().push((Counter::UsageDropped, 1));
+            }
+            match &mut decision {
+                Decision::Forward(plan) => plan.usage = draft,
+                Decision::Reply(reply) => reply.usage = draft,
+            }
+        }
+        decision
+    }
+
+    /// Finishes a request's usage record (`status`: what the client got; 0 when nothing
+    /// was sent) and buffers it; a full buffer goes to the node's queue.
+    pub fn finish_usage(
+        &self,
+        mut event: crate::fleet::UsageEvent,
+        status: u16,
+        now_ms: u64,
+        store: &dyn SharedData,
+    ) -> crate::usage::UsageFlush {
+        let Some(sidecar) = &self.policy.sidecar else {
+            return crate::usage::UsageFlush::default();
+        };
+        event.status = if (100..=599).contains(&status) {
+            status
+        } else {
+            crate::usage::NO_RESPONSE_STATUS
+        };
+        event.latency_ms = now_ms.saturating_sub(event.timestamp_ms);
+        let buffered = self.usage.push(event);
+        if crate::usage::UsageBuffer::needs_flush(buffered) {
+            return self.usage.flush(store, &sidecar.limits);
+        }
+        crate::usage::UsageFlush::default()
+    }
+
+    /// Hands this VM's buffered usage records to the node's queue (on the timer, so
+    /// records of a quiet worker do not wait for more).
+    pub fn flush_usage(&self, store: &dyn SharedData) -> crate::usage::UsageFlush {
+        match &self.policy.sidecar {
+            Some(sidecar) => self.usage.flush(store, &sidecar.limits),
+            None => crate::usage::UsageFlush::default(),
+        }
+    }
+
+    fn decide(
         &self,
         mut request: RequestHead,
         now_ms: u64,
         store: &dyn SharedData,
+        seen: &mut Option<(std::rc::Rc<Identity>, crate::routing::RouteId)>,
     ) -> Decision {
         let spoofed = request.remove_headers_with_prefix(IDENTITY_PREFIX);
         let mut counters = vec![(Counter::Requests, 1)];
@@ -137,6 +216,7 @@ impl Engine {
             risk_score: 0,
             waf: None,
             pii: route.pii,
+            usage: None,
         };
         if route.pii.is_some() && request.header("accept-encoding").is_some() {
             // A compressed answer could not be masked.
@@ -172,6 +252,9 @@ impl Engine {
                     return Decision::Reply(keys_unavailable(answer, plan));
                 }
                 AuthOutcome::Authenticated(identity, removals) => {
+                    if self.policy.sidecar.is_some() {
+                        *seen = Some((identity.clone(), route_id));
+                    }
                     if let Err(reason) =
                         route_auth.authorize(&identity, request.path_without_query())
                     {

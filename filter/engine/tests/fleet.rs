@@ -113,7 +113,7 @@ fn sync(node: &mut Node, sidecar: Option<&mut FakeSidecar>, now: u64) {
     let body = fleet::take_batch(&node.store, &limits, &node.id, &batch_id, now).unwrap();
     if let Some(sidecar) = sidecar {
         let answer = sidecar.sync(&body);
-        fleet::apply_response(&node.store, &answer, now).unwrap();
+        fleet::apply_response(&node.store, &limits, &answer, now).unwrap();
     }
 }
 

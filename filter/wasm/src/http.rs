@@ -4,6 +4,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use tollgate_engine::fleet::UsageEvent;
 use tollgate_engine::pii::{MaskStream, PiiKinds};
 use tollgate_engine::{BodyCheck, BodyDecision, Decision, LocalReply, RequestHead};
 
@@ -19,6 +20,10 @@ pub struct TollgateHttp {
     response_headers: Vec<(String, String)>,
     /// Personal data to mask in the response body, and the masker's carry-over.
     pii: Option<(PiiKinds, MaskStream)>,
+    /// The usage record, finished in `on_log`.
+    usage: Option<Box<UsageEvent>>,
+    /// What the client got (0: nothing yet).
+    status: u16,
 }
 
 impl TollgateHttp {
@@ -29,11 +34,17 @@ impl TollgateHttp {
             body_check: None,
             response_headers: Vec::new(),
             pii: None,
+            usage: None,
+            status: 0,
         }
     }
 
     fn reply(&mut self, reply: &LocalReply) -> Action {
         self.response_headers.clear();
+        self.status = reply.status;
+        if let Some(usage) = self.usage.as_mut() {
+            tollgate_engine::usage::note_reply(usage, reply);
+        }
         self.request_id = Some(reply.request_id.clone());
         if let Some(detail) = reply.detail {
             let waf = reply
@@ -150,7 +161,8 @@ impl HttpContext for TollgateHttp {
         }
         match decision {
             Decision::Forward(plan) => {
-                let plan = *plan;
+                let mut plan = *plan;
+                self.usage = plan.usage.take();
                 for name in &plan.remove_headers {
                     if let Err(e) = host::remove_request_header(name) {
                         return self.internal_error(&e);
@@ -181,7 +193,10 @@ impl HttpContext for TollgateHttp {
                     }
                 }
             }
-            Decision::Reply(reply) => self.reply(&reply),
+            Decision::Reply(mut reply) => {
+                self.usage = reply.usage.take();
+                self.reply(&reply)
+            }
         }
     }
 
@@ -228,6 +243,11 @@ impl HttpContext for TollgateHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.status == 0 {
+            self.status = host::response_header(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        }
         if let (Some(shared), Some(request_id)) = (&self.shared, &self.request_id) {
             for (name, value) in shared.engine.response_headers(request_id) {
                 if let Err(e) = host::set_response_header(name, &value) {
@@ -283,5 +303,30 @@ impl HttpContext for TollgateHttp {
             host::error(&e);
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let (Some(shared), Some(usage)) = (&self.shared, self.usage.take()) {
+            let flush = shared.engine.finish_usage(
+                *usage,
+                self.status,
+                host::now_ms(),
+                &host::HostSharedData,
+            );
+            report_usage_flush(shared, &flush);
+        }
+    }
+}
+
+/// Metrics and, when records were lost, a warning.
+pub fn report_usage_flush(shared: &Shared, flush: &tollgate_engine::usage::UsageFlush) {
+    for (counter, delta) in &flush.counters {
+        shared.metrics.add(*counter, *delta);
+    }
+    if let Some(line) = &flush.warning {
+        host::log(
+            proxy_wasm::types::LogLevel::Warn,
+            &format!("tollgate: {line}"),
+        );
     }
 }

@@ -27,6 +27,15 @@ pub struct TollgateRoot {
 }
 
 impl Context for TollgateRoot {
+    /// A VM being replaced (new config) hands its buffered usage records to the node.
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared {
+            let flush = shared.engine.flush_usage(&host::HostSharedData);
+            crate::http::report_usage_flush(shared, &flush);
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -91,6 +100,9 @@ impl RootContext for TollgateRoot {
     fn on_tick(&mut self) {
         if let Some(shared) = self.shared.clone() {
             self.keys.tick(&shared.engine, &shared.metrics);
+            // Every worker flushes its own usage records; only the leader syncs.
+            let flush = shared.engine.flush_usage(&host::HostSharedData);
+            crate::http::report_usage_flush(&shared, &flush);
         }
         self.fleet.tick();
     }

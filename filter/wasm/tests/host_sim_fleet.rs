@@ -27,6 +27,8 @@ struct Fleet {
     per_counter: HashMap<(String, u64, u64), HashMap<String, u64>>,
     nodes: HashSet<String>,
     batches: u64,
+    /// Usage events by id (at-least-once delivery: a repeat must be identical).
+    events: HashMap<String, Value>,
 }
 
 struct StubSidecar(Mutex<Fleet>);
@@ -41,6 +43,12 @@ impl Callouts for StubSidecar {
         let req: Value = serde_json::from_slice(&c.body).unwrap();
         let node = req["node_id"].as_str().unwrap().to_string();
         fleet.nodes.insert(node.clone());
+        for event in req["usage"].as_array().unwrap() {
+            let id = event["event_id"].as_str().unwrap().to_string();
+            if let Some(seen) = fleet.events.insert(id, event.clone()) {
+                assert_eq!(&seen, event, "an event id was reused for another event");
+            }
+        }
         let mut counters = Vec::new();
         for c in req["counters"].as_array().unwrap() {
             let id = (
@@ -156,6 +164,31 @@ fn three_nodes_hold_a_free_tenant_to_60_a_minute() {
     eprintln!("host-sim, 3 nodes x 4 req/s: admitted {admitted:?} = {total} of 60");
     assert!((57..=63).contains(&total), "admitted {admitted:?}");
     assert!(sidecar.0.lock().unwrap().batches > 3 * 60 / 2);
+    // Every request left one usage record, and each reached the sidecar once it synced.
+    for second in 1..=3u64 {
+        for sim in &nodes {
+            sim.advance_to((T0_MS + 60_000 + second * 1_000) * 1_000_000);
+        }
+    }
+    let fleet = sidecar.0.lock().unwrap();
+    assert_eq!(fleet.events.len(), 3 * 240);
+    let by_status = |code: u64| {
+        fleet
+            .events
+            .values()
+            .filter(|e| e["status"].as_u64() == Some(code))
+            .count() as u64
+    };
+    assert_eq!(by_status(200), total);
+    assert_eq!(by_status(429), 3 * 240 - total);
+    let denied = fleet.events.values().find(|e| e["status"] == 429).unwrap();
+    assert_eq!(denied["tenant"], "t-free");
+    assert_eq!(denied["plan"], "free");
+    assert_eq!(denied["key_id"], "k-free");
+    assert_eq!(denied["route"], "api");
+    assert_eq!(denied["method"], "GET");
+    assert_eq!(denied["decisions"]["auth"], "api_key");
+    assert_eq!(denied["decisions"]["limit"], "deny");
 }
 
 #[test]

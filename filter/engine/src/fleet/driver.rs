@@ -130,7 +130,7 @@ impl SyncDriver {
         self.in_flight = false;
         let failure = match outcome {
             SyncOutcome::Answered { status: 200, body } => {
-                match apply_response(store, &body, now_ms) {
+                match apply_response(store, &self.config.limits, &body, now_ms) {
                     Ok(_) => {
                         self.breaker.success();
                         return Ok(());

@@ -13,33 +13,35 @@
 //! does not fit is dropped and counted, never blocks a request.
 
 mod compile;
+mod counters;
 mod driver;
-
-use std::collections::BTreeMap;
+mod usage;
 
 pub use compile::SidecarConfig;
 pub(crate) use compile::compile_sidecar;
 pub use driver::{SyncCall, SyncDriver, SyncOutcome};
+pub use usage::{Flushed, push_usage, usage_queue};
 
 use serde::{Deserialize, Serialize};
 
 use crate::shared::{SetError, SharedData};
 
-const PENDING_KEY: &str = "tg:fleet:pending";
-const QUEUE_KEY: &str = "tg:fleet:queue";
 const INFLIGHT_KEY: &str = "tg:fleet:inflight";
 const STATE_KEY: &str = "tg:fleet:state";
 const LEASE_KEY: &str = "tg:fleet:lease";
 const CAS_ATTEMPTS: usize = 8;
+/// A worker hands its buffered usage events to the node's queue at this many, and on
+/// its timer.
+pub const FLUSH_EVENTS: usize = 64;
 
 /// Bounds of the node-local sync state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FleetLimits {
-    /// Distinct (key, window) counters held between syncs.
+    /// Distinct (key, window length) counters held between syncs.
     pub max_keys: usize,
     /// Usage events queued while waiting for the sidecar.
     pub max_queued_events: usize,
-    /// Usage events sent in one batch.
+    /// Usage events sent in one batch (whole chunks: up to `FLUSH_EVENTS - 1` more).
     pub max_events_per_batch: usize,
 }
 
@@ -73,6 +75,7 @@ pub struct CounterDelta {
     pub delta: u64,
 }
 
+/// What each stage decided, for the usage record.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Decisions {
     pub auth: Option<String>,
@@ -82,7 +85,7 @@ pub struct Decisions {
 }
 
 /// One request, as billing sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UsageEvent {
     pub event_id: String,
     pub tenant: String,
@@ -92,7 +95,8 @@ pub struct UsageEvent {
     pub status: u16,
     pub plan: String,
     pub key_id: Option<String>,
-    pub risk_score: f64,
+    /// 0–100 (the sidecar reads any JSON number).
+    pub risk_score: u32,
     pub decisions: Decisions,
     pub latency_ms: u64,
 }
@@ -134,42 +138,50 @@ struct SyncResponse {
     override_seq: u64,
 }
 
-/// Node-wide view of the fleet, kept in shared data.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// Node-wide view of the fleet, kept in shared data as 32 bytes (read on every
+/// global-limit check). Per-counter views live in the counter records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FleetState {
     /// Nodes the sidecar last reported (0: never heard from it).
     pub nodes: u64,
     /// When the last answer was applied.
     pub synced_at_ms: u64,
-    /// `(others, fleet_total, others' growth since the answer before)` by counter
-    /// (`key|window_start_ms|window_ms`), as of the last answer.
-    pub counters: BTreeMap<String, (u64, u64, u64)>,
     pub purge_seq: u64,
     pub override_seq: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct Pending {
-    /// Consumption since the last batch, to send.
-    counters: BTreeMap<String, CounterDelta>,
-    /// This node's total per counter in windows not yet over, to enforce against.
-    #[serde(default)]
-    window_totals: BTreeMap<String, (u64, u64)>,
-    dropped: u64,
+impl FleetState {
+    fn encode(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (chunk, v) in out.chunks_exact_mut(8).zip([
+            self.nodes,
+            self.synced_at_ms,
+            self.purge_seq,
+            self.override_seq,
+        ]) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut f = [0u64; 4];
+        if bytes.len() != 32 {
+            return None;
+        }
+        for (field, chunk) in f.iter_mut().zip(bytes.chunks_exact(8)) {
+            *field = u64::from_le_bytes(chunk.try_into().ok()?);
+        }
+        Some(Self {
+            nodes: f[0],
+            synced_at_ms: f[1],
+            purge_seq: f[2],
+            override_seq: f[3],
+        })
+    }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-struct Queue {
-    events: std::collections::VecDeque<UsageEvent>,
-    /// Events refused because the queue was full, since the node started.
-    dropped: u64,
-}
-
-fn counter_id(key: &str, window_start_ms: u64, window_ms: u64) -> String {
-    format!("{key}|{window_start_ms}|{window_ms}")
-}
-
-fn load<T: for<'de> Deserialize<'de> + Default>(
+fn load_json<T: for<'de> Deserialize<'de> + Default>(
     store: &dyn SharedData,
     key: &str,
 ) -> Result<(T, Option<u32>), FleetError> {
@@ -184,7 +196,7 @@ fn load<T: for<'de> Deserialize<'de> + Default>(
 }
 
 /// Read-modify-write with CAS retries; `edit` returns what the caller gets back.
-fn update<T, R>(
+fn update_json<T, R>(
     store: &dyn SharedData,
     key: &str,
     mut edit: impl FnMut(&mut T) -> R,
@@ -193,7 +205,7 @@ where
     T: Serialize + for<'de> Deserialize<'de> + Default,
 {
     for _ in 0..CAS_ATTEMPTS {
-        let (mut value, cas) = load::<T>(store, key)?;
+        let (mut value, cas) = load_json::<T>(store, key)?;
         let out = edit(&mut value);
         let bytes = serde_json::to_vec(&value).map_err(|_| FleetError::Store)?;
         match store.set(key, &bytes, Some(cas.unwrap_or(0))) {
@@ -203,39 +215,6 @@ where
         }
     }
     Err(FleetError::Contended)
-}
-
-/// Adds `delta` to this node's consumption of a global limit key. Returns false when the
-/// counter table is full and the consumption was dropped (then counted).
-pub fn record_consumption(
-    store: &dyn SharedData,
-    limits: &FleetLimits,
-    key: &str,
-    window_start_ms: u64,
-    window_ms: u64,
-    delta: u64,
-) -> Result<bool, FleetError> {
-    let id = counter_id(key, window_start_ms, window_ms);
-    update(store, PENDING_KEY, |p: &mut Pending| {
-        if let Some(c) = p.counters.get_mut(&id) {
-            c.delta = c.delta.saturating_add(delta);
-            true
-        } else if p.counters.len() < limits.max_keys {
-            p.counters.insert(
-                id.clone(),
-                CounterDelta {
-                    key: key.to_string(),
-                    window_start_ms,
-                    window_ms,
-                    delta,
-                },
-            );
-            true
-        } else {
-            p.dropped = p.dropped.saturating_add(1);
-            false
-        }
-    })
 }
 
 /// A global limit's answer for one request.
@@ -251,10 +230,8 @@ pub enum Admission {
 }
 
 /// A global limit of `limit` units per fixed window of `window_ms`: admits `cost` when
-/// this node's total in the window plus the others' stays within
-/// [`admissible`], and records it for the next batch. When the counter table is full
-/// the request is admitted uncounted (fail open, like a shared-data failure) and the
-/// loss is counted.
+/// this node's total in the window stays within [`admissible`], and records it for the
+/// next batch. Costs two small shared-data reads and one write.
 #[allow(clippy::too_many_arguments)]
 pub fn admit(
     store: &dyn SharedData,
@@ -266,87 +243,26 @@ pub fn admit(
     now_ms: u64,
     stale_after_ms: u64,
 ) -> Result<Admission, FleetError> {
-    let window_ms = window_ms.max(1);
-    let window_start_ms = now_ms - now_ms % window_ms;
-    let window_end_ms = window_start_ms.saturating_add(window_ms);
-    let state = fleet_state(store)?;
-    let view = state.view(key, window_start_ms, window_ms, now_ms, stale_after_ms);
-    let allowed = admissible(limit, view, state.nodes);
-    let id = counter_id(key, window_start_ms, window_ms);
-    update(store, PENDING_KEY, |p: &mut Pending| {
-        // Windows that are over no longer matter for enforcement.
-        p.window_totals.retain(|_, (_, end)| *end > now_ms);
-        let mine = p.window_totals.get(&id).map_or(0, |(n, _)| *n);
-        if mine.saturating_add(cost) > allowed {
-            return Admission::Deny {
-                retry_after_ms: window_end_ms - now_ms,
-            };
-        }
-        let fits = p.window_totals.contains_key(&id) || p.window_totals.len() < limits.max_keys;
-        let counted = fits && (p.counters.contains_key(&id) || p.counters.len() < limits.max_keys);
-        if !counted {
-            p.dropped = p.dropped.saturating_add(1);
-            return Admission::Allow {
-                remaining: allowed.saturating_sub(mine),
-            };
-        }
-        p.window_totals
-            .entry(id.clone())
-            .or_insert((0, window_end_ms))
-            .0 = mine.saturating_add(cost);
-        let pending = p
-            .counters
-            .entry(id.clone())
-            .or_insert_with(|| CounterDelta {
-                key: key.to_string(),
-                window_start_ms,
-                window_ms,
-                delta: 0,
-            });
-        pending.delta = pending.delta.saturating_add(cost);
-        Admission::Allow {
-            remaining: allowed.saturating_sub(mine.saturating_add(cost)),
-        }
-    })
-}
-
-/// What became of a usage event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queued {
-    Yes,
-    /// The queue was full: the event is lost; `dropped_total` counts all such losses.
-    Dropped {
-        dropped_total: u64,
-    },
-}
-
-/// Queues a usage event for the next batch, or drops it when the queue is full.
-pub fn push_usage(
-    store: &dyn SharedData,
-    limits: &FleetLimits,
-    event: &UsageEvent,
-) -> Result<Queued, FleetError> {
-    update(store, QUEUE_KEY, |q: &mut Queue| {
-        if q.events.len() < limits.max_queued_events {
-            q.events.push_back(event.clone());
-            Queued::Yes
-        } else {
-            q.dropped = q.dropped.saturating_add(1);
-            Queued::Dropped {
-                dropped_total: q.dropped,
-            }
-        }
-    })
-}
-
-/// Usage events waiting (not counting the batch in flight).
-pub fn queued_usage(store: &dyn SharedData) -> Result<usize, FleetError> {
-    Ok(load::<Queue>(store, QUEUE_KEY)?.0.events.len())
+    let nodes = fleet_state(store)?.nodes;
+    counters::admit(
+        store,
+        limits,
+        key,
+        counters::Check {
+            limit,
+            window_ms: window_ms.max(1),
+            cost,
+            now_ms,
+            stale_after_ms,
+            nodes,
+        },
+    )
 }
 
 /// The batch to post now, as JSON. A batch still in flight (unacknowledged) is returned
-/// unchanged, same id, so the sidecar counts it once; otherwise pending counters and up to
-/// `max_events_per_batch` queued events become a new batch with `batch_id`.
+/// unchanged, same id, so the sidecar counts it once; otherwise what the counters
+/// admitted since the last batch and up to `max_events_per_batch` queued events become a
+/// new batch with `batch_id`.
 pub fn take_batch(
     store: &dyn SharedData,
     limits: &FleetLimits,
@@ -359,40 +275,9 @@ pub fn take_batch(
     {
         return Ok(bytes);
     }
-    let counters = update(store, PENDING_KEY, |p: &mut Pending| {
-        let mut sent = std::mem::take(&mut p.counters);
-        // Counters of windows still running go out even when nothing was added (delta
-        // 0), so the answer keeps reporting the other nodes' consumption for them.
-        for (id, (_, end)) in &p.window_totals {
-            if *end > now_ms && !sent.contains_key(id) {
-                let mut parts = id.rsplitn(3, '|');
-                let (Some(window_ms), Some(start), Some(key)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                let (Ok(window_ms), Ok(window_start_ms)) = (window_ms.parse(), start.parse())
-                else {
-                    continue;
-                };
-                sent.insert(
-                    id.clone(),
-                    CounterDelta {
-                        key: key.to_string(),
-                        window_start_ms,
-                        window_ms,
-                        delta: 0,
-                    },
-                );
-            }
-        }
-        sent.into_values().collect::<Vec<_>>()
-    })?;
-    let usage = update(store, QUEUE_KEY, |q: &mut Queue| {
-        let n = q.events.len().min(limits.max_events_per_batch);
-        q.events.drain(..n).collect::<Vec<_>>()
-    })?;
-    let state = load::<FleetState>(store, STATE_KEY)?.0;
+    let counters = counters::take_deltas(store, now_ms)?;
+    let usage = usage::take_usage(store, limits, now_ms)?;
+    let state = fleet_state(store)?;
     let request = SyncRequest {
         node_id: node_id.to_string(),
         batch_id: batch_id.to_string(),
@@ -414,6 +299,7 @@ pub fn take_batch(
 /// is re-sent next tick.
 pub fn apply_response(
     store: &dyn SharedData,
+    limits: &FleetLimits,
     body: &[u8],
     now_ms: u64,
 ) -> Result<FleetState, FleetError> {
@@ -428,30 +314,17 @@ pub fn apply_response(
             got: response.batch_id,
         });
     }
-    let previous = load::<FleetState>(store, STATE_KEY)?.0;
+    for view in &response.counters {
+        counters::apply_view(store, limits, view, now_ms)?;
+    }
     let state = FleetState {
         nodes: response.nodes,
         synced_at_ms: now_ms,
-        counters: response
-            .counters
-            .iter()
-            .map(|c| {
-                let id = counter_id(&c.key, c.window_start_ms, c.window_ms);
-                // The others' consumption since the previous answer: about what they will
-                // have added again, unseen, by the time this node next syncs.
-                let growth = previous
-                    .counters
-                    .get(&id)
-                    .map_or(0, |(before, _, _)| c.others.saturating_sub(*before));
-                (id, (c.others, c.fleet_total.max(c.others), growth))
-            })
-            .collect(),
         purge_seq: response.purge_seq,
         override_seq: response.override_seq,
     };
-    let bytes = serde_json::to_vec(&state).map_err(|_| FleetError::Store)?;
     store
-        .set(STATE_KEY, &bytes, None)
+        .set(STATE_KEY, &state.encode(), None)
         .map_err(|_| FleetError::Store)?;
     // An empty value marks "nothing in flight" (shared data has no delete).
     store
@@ -469,7 +342,42 @@ pub fn abandon_batch(store: &dyn SharedData) -> Result<(), FleetError> {
 
 /// The node's current view of the fleet.
 pub fn fleet_state(store: &dyn SharedData) -> Result<FleetState, FleetError> {
-    Ok(load::<FleetState>(store, STATE_KEY)?.0)
+    Ok(match store.get(STATE_KEY).map_err(|_| FleetError::Store)? {
+        Some((bytes, _)) => FleetState::decode(&bytes).unwrap_or_default(),
+        None => FleetState::default(),
+    })
+}
+
+/// What the last answer that covered a counter said about it, if that answer is recent
+/// (within `stale_after_ms`) and about this window; otherwise [`View::Stale`].
+pub fn counter_view(
+    store: &dyn SharedData,
+    key: &str,
+    window_start_ms: u64,
+    window_ms: u64,
+    now_ms: u64,
+    stale_after_ms: u64,
+) -> Result<View, FleetError> {
+    let nodes = fleet_state(store)?.nodes;
+    Ok(
+        match counters::view_of(store, key, window_start_ms, window_ms)? {
+            Some((others, fleet_total, others_growth, at))
+                if nodes > 0 && now_ms.saturating_sub(at) <= stale_after_ms =>
+            {
+                View::Fresh {
+                    others,
+                    fleet_total,
+                    others_growth,
+                }
+            }
+            _ => View::Stale,
+        },
+    )
+}
+
+/// Global-limit counters the node holds (bounded by `max_keys`).
+pub fn live_counters(store: &dyn SharedData) -> Result<usize, FleetError> {
+    counters::live_keys(store)
 }
 
 /// What the last answer said about one counter.
@@ -509,32 +417,6 @@ pub fn admissible(limit: u64, view: View, nodes: u64) -> u64 {
             own.saturating_add(headroom.div_ceil(nodes))
         }
         View::Stale => limit.div_ceil(nodes),
-    }
-}
-
-impl FleetState {
-    /// The view of one counter: fresh when synced within `stale_after_ms` and covered by
-    /// the answer. A counter the answer did not cover is unknown, not zero.
-    pub fn view(
-        &self,
-        key: &str,
-        window_start_ms: u64,
-        window_ms: u64,
-        now_ms: u64,
-        stale_after_ms: u64,
-    ) -> View {
-        let recent = self.nodes > 0 && now_ms.saturating_sub(self.synced_at_ms) <= stale_after_ms;
-        match self
-            .counters
-            .get(&counter_id(key, window_start_ms, window_ms))
-        {
-            Some((others, fleet_total, others_growth)) if recent => View::Fresh {
-                others: *others,
-                fleet_total: *fleet_total,
-                others_growth: *others_growth,
-            },
-            _ => View::Stale,
-        }
     }
 }
 
@@ -593,7 +475,7 @@ pub fn try_lead(
     now_ms: u64,
     lease_ms: u64,
 ) -> Result<bool, FleetError> {
-    update(store, LEASE_KEY, |l: &mut Lease| {
+    update_json(store, LEASE_KEY, |l: &mut Lease| {
         if l.holder == worker || l.holder.is_empty() || now_ms >= l.until_ms {
             l.holder = worker.to_string();
             l.until_ms = now_ms.saturating_add(lease_ms);

@@ -11,7 +11,7 @@ fn event(id: &str) -> UsageEvent {
         status: 200,
         plan: "free".to_string(),
         key_id: Some("k1".to_string()),
-        risk_score: 0.0,
+        risk_score: 0,
         decisions: Decisions::default(),
         latency_ms: 3,
     }
@@ -25,30 +25,45 @@ fn batch(bytes: &[u8]) -> SyncRequest {
 fn batch_carries_summed_counters_and_events() {
     let store = MemorySharedData::default();
     let limits = FleetLimits::default();
-    record_consumption(&store, &limits, "free:acme", 60_000, 60_000, 1).unwrap();
-    record_consumption(&store, &limits, "free:acme", 60_000, 60_000, 2).unwrap();
-    push_usage(&store, &limits, &event("e1")).unwrap();
+    for cost in [1, 2] {
+        admit(
+            &store,
+            &limits,
+            "free:acme",
+            60,
+            60_000,
+            cost,
+            60_500,
+            3_000,
+        )
+        .unwrap();
+    }
+    push_usage(&store, &limits, &[event("e1")]).unwrap();
     let b = batch(&take_batch(&store, &limits, "n1", "b1", 61_000).unwrap());
     assert_eq!(b.node_id, "n1");
     assert_eq!(b.batch_id, "b1");
     assert_eq!(b.counters.len(), 1);
     assert_eq!(b.counters[0].delta, 3);
     assert_eq!(b.usage, vec![event("e1")]);
-    assert_eq!(queued_usage(&store).unwrap(), 0);
+    assert_eq!(usage_queue(&store).unwrap(), (0, 0));
+    // Taken once: the acknowledged batch's consumption is not sent again.
+    apply_response(&store, &limits, br#"{"batch_id":"b1","nodes":1}"#, 61_000).unwrap();
+    let b = batch(&take_batch(&store, &limits, "n1", "b2", 62_000).unwrap());
+    assert_eq!(b.counters[0].delta, 0);
 }
 
 #[test]
 fn unacknowledged_batch_is_resent_unchanged() {
     let store = MemorySharedData::default();
     let limits = FleetLimits::default();
-    push_usage(&store, &limits, &event("e1")).unwrap();
+    push_usage(&store, &limits, &[event("e1")]).unwrap();
     let first = take_batch(&store, &limits, "n1", "b1", 1).unwrap();
-    push_usage(&store, &limits, &event("e2")).unwrap();
+    push_usage(&store, &limits, &[event("e2")]).unwrap();
     let again = take_batch(&store, &limits, "n1", "b2", 2).unwrap();
     assert_eq!(first, again);
     // Once acknowledged, the next batch is new and carries what queued meanwhile.
     let ack = br#"{"batch_id":"b1","nodes":3,"counters":[]}"#;
-    apply_response(&store, ack, 3).unwrap();
+    apply_response(&store, &FleetLimits::default(), ack, 3).unwrap();
     let next = batch(&take_batch(&store, &limits, "n1", "b2", 4).unwrap());
     assert_eq!(next.batch_id, "b2");
     assert_eq!(next.usage, vec![event("e2")]);
@@ -60,11 +75,16 @@ fn response_for_another_batch_or_garbage_changes_nothing() {
     let limits = FleetLimits::default();
     let first = take_batch(&store, &limits, "n1", "b1", 1).unwrap();
     assert!(matches!(
-        apply_response(&store, b"not json", 2),
+        apply_response(&store, &FleetLimits::default(), b"not json", 2),
         Err(FleetError::BadResponse(_))
     ));
     assert!(matches!(
-        apply_response(&store, br#"{"batch_id":"zz","nodes":2}"#, 2),
+        apply_response(
+            &store,
+            &FleetLimits::default(),
+            br#"{"batch_id":"zz","nodes":2}"#,
+            2
+        ),
         Err(FleetError::WrongBatch { .. })
     ));
     assert_eq!(fleet_state(&store).unwrap(), FleetState::default());
@@ -80,11 +100,11 @@ fn response_stores_others_and_node_count() {
         {"key":"free:acme","window_start_ms":60000,"window_ms":60000,"fleet_total":30,"others":20}],
         "overrides":[],"override_seq":4,"purges":[],"purge_seq":7,
         "events":{"accepted":0,"duplicate":0,"dropped":0},"server_time_ms":5}"#;
-    let state = apply_response(&store, body, 1_000).unwrap();
+    let state = apply_response(&store, &FleetLimits::default(), body, 1_000).unwrap();
     assert_eq!(state.nodes, 3);
     assert_eq!(state.purge_seq, 7);
     assert_eq!(
-        state.view("free:acme", 60_000, 60_000, 1_500, 3_000),
+        counter_view(&store, "free:acme", 60_000, 60_000, 1_500, 3_000).unwrap(),
         View::Fresh {
             others: 20,
             fleet_total: 30,
@@ -92,16 +112,16 @@ fn response_stores_others_and_node_count() {
         }
     );
     assert_eq!(
-        state.view("free:acme", 60_000, 60_000, 9_000, 3_000),
+        counter_view(&store, "free:acme", 60_000, 60_000, 9_000, 3_000).unwrap(),
         View::Stale
     );
     // Not covered by the answer: unknown, so the share applies.
     assert_eq!(
-        state.view("other", 60_000, 60_000, 1_500, 3_000),
+        counter_view(&store, "other", 60_000, 60_000, 1_500, 3_000).unwrap(),
         View::Stale
     );
     // The next batch reports the sequences applied.
-    apply_response(&store, body, 1_000).unwrap();
+    apply_response(&store, &FleetLimits::default(), body, 1_000).unwrap();
     let next = batch(&take_batch(&store, &limits, "n1", "b2", 2).unwrap());
     assert_eq!((next.purge_seq, next.override_seq), (7, 4));
 }
@@ -140,20 +160,28 @@ fn usage_queue_is_bounded_and_counts_drops() {
         ..FleetLimits::default()
     };
     assert_eq!(
-        push_usage(&store, &limits, &event("e1")).unwrap(),
-        Queued::Yes
+        push_usage(&store, &limits, &[event("e1")]).unwrap(),
+        Flushed {
+            queued: 1,
+            dropped: 0
+        }
     );
+    // A flush that only partly fits keeps what fits and counts the rest.
     assert_eq!(
-        push_usage(&store, &limits, &event("e2")).unwrap(),
-        Queued::Yes
+        push_usage(&store, &limits, &[event("e2"), event("e3")]).unwrap(),
+        Flushed {
+            queued: 1,
+            dropped: 1
+        }
     );
-    assert_eq!(
-        push_usage(&store, &limits, &event("e3")).unwrap(),
-        Queued::Dropped { dropped_total: 1 }
-    );
+    assert_eq!(usage_queue(&store).unwrap(), (2, 1));
     let b = batch(&take_batch(&store, &limits, "n1", "b1", 1).unwrap());
     assert_eq!(b.usage, vec![event("e1")]);
-    assert_eq!(queued_usage(&store).unwrap(), 1);
+    assert_eq!(usage_queue(&store).unwrap(), (1, 1));
+    apply_response(&store, &limits, br#"{"batch_id":"b1","nodes":1}"#, 2).unwrap();
+    let b = batch(&take_batch(&store, &limits, "n1", "b2", 3).unwrap());
+    assert_eq!(b.usage, vec![event("e2")]);
+    assert_eq!(usage_queue(&store).unwrap(), (0, 1));
 }
 
 #[test]
@@ -163,9 +191,19 @@ fn counter_table_is_bounded() {
         max_keys: 1,
         ..FleetLimits::default()
     };
-    assert!(record_consumption(&store, &limits, "a", 0, 60_000, 1).unwrap());
-    assert!(!record_consumption(&store, &limits, "b", 0, 60_000, 1).unwrap());
-    assert!(record_consumption(&store, &limits, "a", 0, 60_000, 1).unwrap());
+    let take = |key| admit(&store, &limits, key, 60, 60_000, 1, 1_000, 3_000).unwrap();
+    take("a");
+    // "b" does not fit: admitted, but not counted or sent.
+    take("b");
+    take("a");
+    assert_eq!(live_counters(&store).unwrap(), 1);
+    let b = batch(&take_batch(&store, &limits, "n1", "b1", 2_000).unwrap());
+    assert_eq!(b.counters.len(), 1);
+    assert_eq!((b.counters[0].key.as_str(), b.counters[0].delta), ("a", 2));
+    // Once its window is over and sent, a key leaves the table and makes room.
+    apply_response(&store, &limits, br#"{"batch_id":"b1","nodes":1}"#, 2_000).unwrap();
+    take_batch(&store, &limits, "n1", "b2", 61_000).unwrap();
+    assert_eq!(live_counters(&store).unwrap(), 0);
 }
 
 #[test]
@@ -174,7 +212,7 @@ fn broken_store_is_an_error_not_a_panic() {
     store.broken.set(true);
     let limits = FleetLimits::default();
     assert_eq!(
-        push_usage(&store, &limits, &event("e1")),
+        push_usage(&store, &limits, &[event("e1")]),
         Err(FleetError::Store)
     );
     assert_eq!(
@@ -216,7 +254,13 @@ fn sync_with_others(store: &MemorySharedData, nodes: u64, others: u64, now_ms: u
         "counters": [{"key": "free:acme", "window_start_ms": 60_000, "window_ms": 60_000,
                       "fleet_total": others, "others": others}],
     });
-    apply_response(store, body.to_string().as_bytes(), now_ms).unwrap();
+    apply_response(
+        store,
+        &FleetLimits::default(),
+        body.to_string().as_bytes(),
+        now_ms,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -252,7 +296,13 @@ fn global_limit_counts_the_other_nodes() {
     // What was admitted goes out in the next batch.
     let sent = batch(&take_batch(&store, &limits, "n1", "next", 61_000).unwrap());
     assert_eq!(sent.counters[0].delta, 5);
-    apply_response(&store, br#"{"batch_id":"next","nodes":3}"#, 61_000).unwrap();
+    apply_response(
+        &store,
+        &FleetLimits::default(),
+        br#"{"batch_id":"next","nodes":3}"#,
+        61_000,
+    )
+    .unwrap();
     // A running window goes out again with delta 0, so its others stay known.
     let again = batch(&take_batch(&store, &limits, "n1", "after", 62_000).unwrap());
     assert_eq!(again.counters.len(), 1);
@@ -363,4 +413,23 @@ fn driver_leads_posts_retries_and_opens_the_circuit() {
     // w1 stops (dies): w2 takes over once the lease (3 ticks) lapses, as the same node.
     let taken = batch(&w2.tick(12_000, &store).unwrap().unwrap().body);
     assert_eq!(taken.node_id, after.node_id);
+}
+
+#[test]
+fn unwritten_chunk_is_waited_for_then_skipped_and_counted() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits::default();
+    push_usage(&store, &limits, &[event("e1"), event("e2")]).unwrap();
+    push_usage(&store, &limits, &[event("e3")]).unwrap();
+    // The first chunk's writer reserved it and died before writing it.
+    store.set("tg:fleet:q:0", b"", None).unwrap();
+    let b = batch(&take_batch(&store, &limits, "n1", "b1", 1_000).unwrap());
+    assert!(b.usage.is_empty());
+    apply_response(&store, &limits, br#"{"batch_id":"b1","nodes":1}"#, 1_000).unwrap();
+    let b = batch(&take_batch(&store, &limits, "n1", "b2", 5_000).unwrap());
+    assert!(b.usage.is_empty(), "waits while a flush may be in progress");
+    apply_response(&store, &limits, br#"{"batch_id":"b2","nodes":1}"#, 5_000).unwrap();
+    let b = batch(&take_batch(&store, &limits, "n1", "b3", 11_000).unwrap());
+    assert_eq!(b.usage, vec![event("e3")]);
+    assert_eq!(usage_queue(&store).unwrap(), (0, 2));
 }
