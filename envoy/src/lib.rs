@@ -25,6 +25,8 @@ use anyhow::{Context as _, bail};
 
 pub use tollgate_examples::BackgroundOrigin;
 
+pub mod sidecar;
+
 /// How long Envoy may take to load the filter and open its listener.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -51,16 +51,17 @@ struct Node {
 }
 
 impl Node {
-    fn send(&self, now: u64) -> bool {
+    fn decide(&self, now: u64, key: &str) -> Decision {
         let request = RequestHead::from_pairs(vec![
             (":method", "GET".to_string()),
             (":path", "/v1/x".to_string()),
-            ("x-api-key", "free-key".to_string()),
+            ("x-api-key", key.to_string()),
         ]);
-        matches!(
-            self.engine.on_request_headers(request, now, &self.store),
-            Decision::Forward(_)
-        )
+        self.engine.on_request_headers(request, now, &self.store)
+    }
+
+    fn send(&self, now: u64) -> bool {
+        matches!(self.decide(now, "free-key"), Decision::Forward(_))
     }
 }
 
@@ -176,4 +177,67 @@ fn global_limit_without_sidecar_names_the_field() {
     let text = policy().replace("sidecar: { cluster: sidecar }\n", "");
     let errors = Policy::load(&text).unwrap_err();
     assert_eq!(errors.0[0].path, "rate_limits.limits[0].global");
+}
+
+#[test]
+fn every_request_of_a_tenant_leaves_one_usage_record() {
+    let node = &nodes()[0];
+    // Never synced, so this node holds the whole limit: 60 admitted, the 61st refused.
+    for i in 0..61 {
+        let (usage, status) = match node.decide(T0 + i, "free-key") {
+            Decision::Forward(plan) => (plan.usage, 200),
+            Decision::Reply(reply) => (reply.usage, reply.status),
+        };
+        let flush = node
+            .engine
+            .finish_usage(*usage.unwrap(), status, T0 + i + 3, &node.store);
+        assert!(flush.warning.is_none());
+    }
+    // No tenant, no record.
+    match node.decide(T0 + 100, "wrong-key") {
+        Decision::Reply(reply) => assert_eq!((reply.status, reply.usage), (401, None)),
+        Decision::Forward(_) => panic!("a wrong key was forwarded"),
+    }
+    // Fewer than `FLUSH_EVENTS` records stay in the VM until its timer flushes them.
+    assert_eq!(fleet::usage_queue(&node.store).unwrap(), (0, 0));
+    let flush = node.engine.flush_usage(&node.store);
+    assert_eq!(
+        flush.counters,
+        vec![(tollgate_engine::Counter::UsageRecorded, 61)]
+    );
+    let body = fleet::take_batch(
+        &node.store,
+        &fleet::FleetLimits::default(),
+        "n0",
+        "b1",
+        T0 + 1_000,
+    )
+    .unwrap();
+    let batch: SyncRequest = serde_json::from_slice(&body).unwrap();
+    assert_eq!(batch.usage.len(), 61);
+    let ids: std::collections::HashSet<_> = batch.usage.iter().map(|e| &e.event_id).collect();
+    assert_eq!(ids.len(), 61, "event ids are unique");
+    let (first, last) = (&batch.usage[0], &batch.usage[60]);
+    assert_eq!(
+        (
+            first.tenant.as_str(),
+            first.plan.as_str(),
+            first.key_id.as_deref()
+        ),
+        ("t-free", "free", Some("k-free"))
+    );
+    assert_eq!(
+        (first.route.as_str(), first.method.as_str()),
+        ("api", "GET")
+    );
+    assert_eq!(
+        (first.timestamp_ms, first.status, first.latency_ms),
+        (T0, 200, 3)
+    );
+    assert_eq!(first.decisions.auth.as_deref(), Some("api_key"));
+    assert_eq!(first.decisions.limit.as_deref(), Some("allow"));
+    assert_eq!(
+        (last.status, last.decisions.limit.as_deref()),
+        (429, Some("deny"))
+    );
 }
