@@ -215,6 +215,36 @@ routes:
             BatchSize::SmallInput,
         )
     });
+    // The same limit held across the fleet: the sidecar's view lives in shared data, so
+    // this adds two small reads and a write; many keys, so the index is realistic.
+    let global_engine = Engine::new(
+        Policy::load(
+            &policy
+                .replace("per: 1s }", "per: 1s, global: true }")
+                .replace(
+                    "version: 1\n",
+                    "version: 1\nsidecar: { cluster: sidecar, max_keys: 20000 }\n",
+                ),
+        )
+        .unwrap(),
+        1,
+    );
+    let global_store = MemorySharedData::default();
+    let mut client = 0u32;
+    group.bench_function("request_with_one_global_limit", |b| {
+        b.iter_batched(
+            || {
+                client = (client + 1) % 10_000;
+                RequestHead::from_pairs([(":method", "GET"), (":path", "/x")])
+                    .with_peer(Some(format!("10.0.{}.{}:443", client / 250, client % 250)))
+            },
+            |r| {
+                now += 1;
+                black_box(global_engine.on_request_headers(r, now, &global_store))
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

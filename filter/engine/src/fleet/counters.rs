@@ -7,7 +7,9 @@ use super::{CAS_ATTEMPTS, CounterDelta, FleetError, FleetLimits};
 use crate::shared::{SetError, SharedData};
 
 const RECORD_PREFIX: &str = "tg:fleet:c:";
-const INDEX_KEY: &str = "tg:fleet:index";
+const INDEX_PREFIX: &str = "tg:fleet:index:";
+/// The index is split so that a new key rewrites 1/64 of it, not all of it.
+const INDEX_SHARDS: u64 = 64;
 const FIELDS: usize = 9;
 const RECORD_BYTES: usize = FIELDS * 8;
 /// `view_window_start_ms` of a record no answer has covered yet.
@@ -129,23 +131,38 @@ fn read(
     }
 }
 
-/// Adds `id` to the index unless it is there. `false` when the index is full.
+fn shard_key(shard: u64) -> String {
+    format!("{INDEX_PREFIX}{shard}")
+}
+
+fn shard_of(id: &str) -> u64 {
+    // FNV-1a: stable across VMs and builds, which is all the shard choice needs.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash % INDEX_SHARDS
+}
+
+/// Adds `id` to its index shard unless it is there. `false` when the shard is full (each
+/// holds `max_keys / 64`, so the node holds about `max_keys` keys in all).
 fn index_add(store: &dyn SharedData, id: &str, max_keys: usize) -> Result<bool, FleetError> {
+    let key = shard_key(shard_of(id));
+    let per_shard = max_keys.div_ceil(INDEX_SHARDS as usize);
     for _ in 0..CAS_ATTEMPTS {
-        let (text, cas) = match store.get(INDEX_KEY).map_err(|_| FleetError::Store)? {
+        let (text, cas) = match store.get(&key).map_err(|_| FleetError::Store)? {
             Some((bytes, cas)) => (String::from_utf8(bytes).unwrap_or_default(), Some(cas)),
             None => (String::new(), None),
         };
         if text.lines().any(|line| line == id) {
             return Ok(true);
         }
-        if text.lines().count() >= max_keys {
+        if text.lines().count() >= per_shard {
             return Ok(false);
         }
         let mut next = text;
         next.push_str(id);
         next.push('\n');
-        match store.set(INDEX_KEY, next.as_bytes(), Some(cas.unwrap_or(0))) {
+        match store.set(&key, next.as_bytes(), Some(cas.unwrap_or(0))) {
             Ok(()) => return Ok(true),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Host) => return Err(FleetError::Store),
@@ -248,69 +265,76 @@ pub(super) fn take_deltas(
     store: &dyn SharedData,
     now_ms: u64,
 ) -> Result<Vec<CounterDelta>, FleetError> {
-    let index = match store.get(INDEX_KEY).map_err(|_| FleetError::Store)? {
-        Some((bytes, _)) => String::from_utf8(bytes).unwrap_or_default(),
-        None => return Ok(Vec::new()),
-    };
     let mut deltas = Vec::new();
-    let mut pruned: Vec<&str> = Vec::new();
-    for id in index.lines() {
-        let Some((key, _)) = split_id(id) else {
-            pruned.push(id);
-            continue;
+    for shard in 0..INDEX_SHARDS {
+        let key = shard_key(shard);
+        let index = match store.get(&key).map_err(|_| FleetError::Store)? {
+            Some((bytes, _)) => String::from_utf8(bytes).unwrap_or_default(),
+            None => continue,
         };
-        let rkey = record_key(id);
-        let mut taken = None;
-        for _ in 0..CAS_ATTEMPTS {
-            let (found, cas) = read(store, &rkey)?;
-            let Some(mut record) = found else {
-                taken = Some(None);
-                break;
-            };
-            let running = record.window_start_ms.saturating_add(record.window_ms) > now_ms;
-            let delta = CounterDelta {
-                key: key.to_string(),
-                window_start_ms: record.window_start_ms,
-                window_ms: record.window_ms,
-                delta: record.unsent,
-            };
-            let encoded;
-            let (value, out): (&[u8], _) = if record.unsent > 0 {
-                record.unsent = 0;
-                encoded = record.encode();
-                (&encoded, Some(delta))
-            } else if running {
-                taken = Some(Some(delta));
-                break;
-            } else {
-                // Over and fully sent: empty the record (shared data has no delete).
-                (&[], None)
-            };
-            match store.set(&rkey, value, cas) {
-                Ok(()) => {
-                    taken = Some(out);
-                    break;
-                }
-                Err(SetError::CasMismatch) => continue,
-                Err(SetError::Host) => return Err(FleetError::Store),
+        let mut pruned: Vec<&str> = Vec::new();
+        for id in index.lines() {
+            match take_one(store, id, now_ms)? {
+                Taken::Delta(delta) => deltas.push(delta),
+                Taken::Pruned => pruned.push(id),
+                Taken::Contended => {}
             }
         }
-        match taken {
-            Some(Some(delta)) => deltas.push(delta),
-            Some(None) => pruned.push(id),
-            // Contended: leave it for the next batch.
-            None => {}
+        if !pruned.is_empty() {
+            index_remove(store, &key, &pruned)?;
         }
-    }
-    if !pruned.is_empty() {
-        index_remove(store, &pruned)?;
     }
     Ok(deltas)
 }
 
-fn index_remove(store: &dyn SharedData, ids: &[&str]) -> Result<(), FleetError> {
+enum Taken {
+    Delta(CounterDelta),
+    /// Gone, unreadable, or over and fully sent: leaves the index.
+    Pruned,
+    /// Kept changing: left for the next batch.
+    Contended,
+}
+
+fn take_one(store: &dyn SharedData, id: &str, now_ms: u64) -> Result<Taken, FleetError> {
+    let Some((key, _)) = split_id(id) else {
+        return Ok(Taken::Pruned);
+    };
+    let rkey = record_key(id);
     for _ in 0..CAS_ATTEMPTS {
-        let Some((bytes, cas)) = store.get(INDEX_KEY).map_err(|_| FleetError::Store)? else {
+        let (found, cas) = read(store, &rkey)?;
+        let Some(mut record) = found else {
+            return Ok(Taken::Pruned);
+        };
+        let running = record.window_start_ms.saturating_add(record.window_ms) > now_ms;
+        let delta = CounterDelta {
+            key: key.to_string(),
+            window_start_ms: record.window_start_ms,
+            window_ms: record.window_ms,
+            delta: record.unsent,
+        };
+        let encoded;
+        let (value, out): (&[u8], _) = if record.unsent > 0 {
+            record.unsent = 0;
+            encoded = record.encode();
+            (&encoded, Taken::Delta(delta))
+        } else if running {
+            return Ok(Taken::Delta(delta));
+        } else {
+            // Over and fully sent: empty the record (shared data has no delete).
+            (&[], Taken::Pruned)
+        };
+        match store.set(&rkey, value, cas) {
+            Ok(()) => return Ok(out),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Host) => return Err(FleetError::Store),
+        }
+    }
+    Ok(Taken::Contended)
+}
+
+fn index_remove(store: &dyn SharedData, key: &str, ids: &[&str]) -> Result<(), FleetError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let Some((bytes, cas)) = store.get(key).map_err(|_| FleetError::Store)? else {
             return Ok(());
         };
         let text = String::from_utf8(bytes).unwrap_or_default();
@@ -319,7 +343,7 @@ fn index_remove(store: &dyn SharedData, ids: &[&str]) -> Result<(), FleetError> 
             next.push_str(line);
             next.push('\n');
         }
-        match store.set(INDEX_KEY, next.as_bytes(), Some(cas)) {
+        match store.set(key, next.as_bytes(), Some(cas)) {
             Ok(()) => return Ok(()),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Host) => return Err(FleetError::Store),
@@ -387,10 +411,16 @@ pub(super) fn view_of(
 
 /// Records in the index (for tests and metrics).
 pub(super) fn live_keys(store: &dyn SharedData) -> Result<usize, FleetError> {
-    Ok(match store.get(INDEX_KEY).map_err(|_| FleetError::Store)? {
-        Some((bytes, _)) => bytes.iter().filter(|b| **b == b'\n').count(),
-        None => 0,
-    })
+    let mut n = 0;
+    for shard in 0..INDEX_SHARDS {
+        if let Some((bytes, _)) = store
+            .get(&shard_key(shard))
+            .map_err(|_| FleetError::Store)?
+        {
+            n += bytes.iter().filter(|b| **b == b'\n').count();
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -187,19 +187,23 @@ fn usage_queue_is_bounded_and_counts_drops() {
 #[test]
 fn counter_table_is_bounded() {
     let store = MemorySharedData::default();
+    // 64 index shards of one key each.
     let limits = FleetLimits {
-        max_keys: 1,
+        max_keys: 64,
         ..FleetLimits::default()
     };
-    let take = |key| admit(&store, &limits, key, 60, 60_000, 1, 1_000, 3_000).unwrap();
-    take("a");
-    // "b" does not fit: admitted, but not counted or sent.
-    take("b");
-    take("a");
-    assert_eq!(live_counters(&store).unwrap(), 1);
+    let take = |key: &str| admit(&store, &limits, key, 60, 60_000, 1, 1_000, 3_000).unwrap();
+    for i in 0..300 {
+        // Keys that do not fit are admitted, but neither counted nor sent.
+        take(&format!("k{i}"));
+    }
+    let held = live_counters(&store).unwrap();
+    assert!((20..=64).contains(&held), "{held} keys held");
+    take("k0");
     let b = batch(&take_batch(&store, &limits, "n1", "b1", 2_000).unwrap());
-    assert_eq!(b.counters.len(), 1);
-    assert_eq!((b.counters[0].key.as_str(), b.counters[0].delta), ("a", 2));
+    assert_eq!(b.counters.len(), held);
+    let k0 = b.counters.iter().find(|c| c.key == "k0").unwrap();
+    assert_eq!(k0.delta, 2);
     // Once its window is over and sent, a key leaves the table and makes room.
     apply_response(&store, &limits, br#"{"batch_id":"b1","nodes":1}"#, 2_000).unwrap();
     take_batch(&store, &limits, "n1", "b2", 61_000).unwrap();
