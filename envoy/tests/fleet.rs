@@ -190,6 +190,36 @@ fn host_sim_nodes_keep_their_share_while_the_sidecar_is_down() {
 }
 
 #[test]
+fn a_plan_override_set_at_the_sidecar_reaches_every_node() {
+    let port = free_port().unwrap();
+    let data = sidecar_data_dir("fleet-override").unwrap();
+    let sidecar = SidecarProcess::start(port, &data).unwrap();
+    let put = tollgate_envoy_tests::request(
+        "PUT",
+        &sidecar.url(&format!("/v1/tenants/{TENANT}/plan")),
+        &[("content-type", "application/json")],
+        Some(br#"{"plan": "free", "limits": {"tenant-plan": 30}}"#),
+    )
+    .unwrap();
+    assert_eq!(put.status, 200, "{}", put.body);
+    let t0 = now_ms().div_ceil(MINUTE_MS) * MINUTE_MS;
+    let nodes: Vec<Sim> = (0..3).map(|i| sim_node(i, port, t0 - 5_000)).collect();
+    for second in 1..5u64 {
+        advance_all(&nodes, t0 - 5_000 + second * 1_000);
+    }
+    let mut admitted = [0u64; 3];
+    for step in 0..240u64 {
+        let now = t0 + step * 250;
+        for (i, sim) in nodes.iter().enumerate() {
+            admitted[i] += u64::from(send(sim, now + i as u64, step as usize) == 200);
+        }
+    }
+    let total: u64 = admitted.iter().sum();
+    eprintln!("override to 30/min: admitted {admitted:?} = {total}");
+    assert!((28..=32).contains(&total), "admitted {admitted:?}");
+}
+
+#[test]
 fn three_envoys_against_one_sidecar_hold_a_free_tenant_to_60_a_minute() {
     let origin = BackgroundOrigin::start("origin").unwrap();
     let port = free_port().unwrap();

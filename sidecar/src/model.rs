@@ -386,15 +386,21 @@ impl PlanBody {
         if self.limits.len() > MAX_LIMITS {
             return Err(ApiError::invalid(format!("at most {MAX_LIMITS} limits")));
         }
-        for name in self.limits.keys() {
+        for (name, value) in &self.limits {
+            // The filter's limit names (`rate_limits.limits[].name`).
             if name.is_empty()
                 || name.len() > 64
                 || !name
                     .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
             {
                 return Err(ApiError::invalid(format!(
-                    "limit name {name:?} must be 1..=64 of a-z 0-9 _"
+                    "limit name {name:?} must be 1..=64 of a-z 0-9 _ -"
+                )));
+            }
+            if *value == 0 || *value > MAX_DELTA {
+                return Err(ApiError::invalid(format!(
+                    "limits.{name} must be 1..={MAX_DELTA} requests per the limit's period"
                 )));
             }
         }

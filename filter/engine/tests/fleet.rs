@@ -241,3 +241,30 @@ fn every_request_of_a_tenant_leaves_one_usage_record() {
         (429, Some("deny"))
     );
 }
+
+#[test]
+fn plan_overrides_from_the_sidecar_apply_until_removed() {
+    let node = &nodes()[0];
+    let limits = fleet::FleetLimits::default();
+    let answer = |batch: &str, overrides: serde_json::Value| {
+        fleet::take_batch(&node.store, &limits, "n0", batch, T0).unwrap();
+        let body = serde_json::json!({"batch_id": batch, "nodes": 1, "overrides": overrides,
+            "override_seq": 1});
+        fleet::apply_response(&node.store, &limits, body.to_string().as_bytes(), T0).unwrap();
+    };
+    answer(
+        "b1",
+        serde_json::json!([{"tenant": "t-free", "plan": "free", "limits": {"tenant-plan": 5},
+            "seq": 1, "updated_at_ms": 1, "deleted": false}]),
+    );
+    let admitted = (0..10).filter(|i| node.send(T0 + i)).count();
+    assert_eq!(admitted, 5);
+    // Removed: the plan's 60 a minute again (a new quota, so a new local bucket).
+    answer(
+        "b2",
+        serde_json::json!([{"tenant": "t-free", "plan": "free", "limits": {},
+            "seq": 2, "updated_at_ms": 2, "deleted": true}]),
+    );
+    let admitted = (0..10).filter(|i| node.send(T0 + 20 + i)).count();
+    assert_eq!(admitted, 10);
+}

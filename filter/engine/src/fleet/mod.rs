@@ -22,6 +22,8 @@ pub(crate) use compile::compile_sidecar;
 pub use driver::{SyncCall, SyncDriver, SyncOutcome};
 pub use usage::{Flushed, push_usage, usage_queue};
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::shared::{SetError, SharedData};
@@ -124,6 +126,29 @@ struct CounterView {
     fleet_total: u64,
 }
 
+/// A plan override for one tenant, set by an operator at the sidecar.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantOverride {
+    /// A plan of `rate_limits.plans` for the tenant's `plan: true` limits; another name
+    /// leaves the tenant's own plan in force.
+    #[serde(default)]
+    pub plan: String,
+    /// Requests per the limit's period, by limit name.
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct OverrideRecord {
+    tenant: String,
+    #[serde(flatten)]
+    value: TenantOverride,
+    #[serde(default)]
+    deleted: bool,
+}
+
+const OVERRIDE_PREFIX: &str = "tg:fleet:ovr:";
+
 /// The parts of the sidecar's answer the filter uses; the rest is ignored so that a newer
 /// sidecar can answer an older filter.
 #[derive(Debug, Clone, Deserialize)]
@@ -132,6 +157,8 @@ struct SyncResponse {
     nodes: u64,
     #[serde(default)]
     counters: Vec<CounterView>,
+    #[serde(default)]
+    overrides: Vec<OverrideRecord>,
     #[serde(default)]
     purge_seq: u64,
     #[serde(default)]
@@ -317,6 +344,18 @@ pub fn apply_response(
     for view in &response.counters {
         counters::apply_view(store, limits, view, now_ms)?;
     }
+    for record in &response.overrides {
+        let key = format!("{OVERRIDE_PREFIX}{}", record.tenant);
+        // A removed override is emptied (shared data has no delete).
+        let value = if record.deleted {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&record.value).map_err(|_| FleetError::Store)?
+        };
+        store
+            .set(&key, &value, None)
+            .map_err(|_| FleetError::Store)?;
+    }
     let state = FleetState {
         nodes: response.nodes,
         synced_at_ms: now_ms,
@@ -373,6 +412,18 @@ pub fn counter_view(
             _ => View::Stale,
         },
     )
+}
+
+/// The sidecar's plan override for `tenant`, if one is in force on this node.
+pub fn tenant_override(
+    store: &dyn SharedData,
+    tenant: &str,
+) -> Result<Option<TenantOverride>, FleetError> {
+    let key = format!("{OVERRIDE_PREFIX}{tenant}");
+    Ok(match store.get(&key).map_err(|_| FleetError::Store)? {
+        Some((bytes, _)) if !bytes.is_empty() => serde_json::from_slice(&bytes).ok(),
+        _ => None,
+    })
 }
 
 /// Global-limit counters the node holds (bounded by `max_keys`).

@@ -15,6 +15,24 @@ pub struct Quota {
     pub burst: NonZeroU64,
 }
 
+impl Quota {
+    /// The same period with `rate` requests; the burst keeps its share of the rate. A
+    /// rate of 0 keeps this quota (overrides are checked to be ≥ 1 where they are set).
+    pub fn with_rate(self, rate: u64) -> Quota {
+        let Some(rate) = NonZeroU64::new(rate) else {
+            return self;
+        };
+        let burst = (u128::from(self.burst.get()) * u128::from(rate.get())
+            / u128::from(self.rate.get()))
+        .clamp(1, u128::from(u64::MAX)) as u64;
+        Quota {
+            rate,
+            period_ms: self.period_ms,
+            burst: NonZeroU64::new(burst).unwrap_or(NonZeroU64::MIN),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Allow {

@@ -114,7 +114,19 @@ pub struct LimitInput<'a> {
 }
 
 impl RateLimits {
-    fn plan_quota(&self, identity: Option<&Identity>) -> Option<Quota> {
+    /// The plan's quota: the sidecar's override for the tenant (when it names a plan of
+    /// the policy), else the policy's tenant override, the identity's plan, the default.
+    fn plan_quota(
+        &self,
+        identity: Option<&Identity>,
+        live: Option<&crate::fleet::TenantOverride>,
+    ) -> Option<Quota> {
+        let live_plan = live
+            .map(|o| o.plan.as_str())
+            .filter(|p| self.plans.iter().any(|(n, _)| n == p));
+        if let Some(plan) = live_plan {
+            return self.plans.iter().find(|(n, _)| n == plan).map(|(_, q)| *q);
+        }
         let tenant = identity.and_then(|i| i.tenant.as_deref());
         let override_plan = tenant.and_then(|t| {
             self.tenant_overrides
@@ -148,16 +160,25 @@ impl RateLimits {
     ) -> LimitOutcome<'_> {
         let mut outcome = LimitOutcome::default();
         let tenant_shadow = self.tenant_in_shadow(input.identity);
+        // Plan overrides set at the sidecar reach every node with the sync.
+        let live = match (self.fleet, input.identity.and_then(|i| i.tenant.as_deref())) {
+            (Some(_), Some(tenant)) => crate::fleet::tenant_override(store, tenant).ok().flatten(),
+            _ => None,
+        };
         for route_limit in route_limits {
             let Some(limit) = self.limits.get(route_limit.limit) else {
                 continue;
             };
             let quota = match &limit.rate {
                 RateSource::Fixed(q) => *q,
-                RateSource::Plan => match self.plan_quota(input.identity) {
+                RateSource::Plan => match self.plan_quota(input.identity, live.as_ref()) {
                     Some(q) => q,
                     None => continue,
                 },
+            };
+            let quota = match live.as_ref().and_then(|o| o.limits.get(&limit.name)) {
+                Some(rate) => quota.with_rate(*rate),
+                None => quota,
             };
             let Some(fp) = key_fingerprint(&limit.key, input) else {
                 continue;
