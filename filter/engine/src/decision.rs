@@ -41,6 +41,9 @@ pub struct ForwardPlan {
     /// The usage record to finish when the exchange ends (`Engine::finish_usage`); only
     /// with a `sidecar` and a known tenant.
     pub usage: Option<Box<crate::fleet::UsageEvent>>,
+    /// A cached route's request that went to the origin: its response may be stored
+    /// (`Engine::cache_response_headers`, then `Engine::cache_store`).
+    pub cache: Option<Box<crate::cache::flow::CachePending>>,
 }
 
 /// What the body phase has to check, carried from the headers phase.

@@ -62,10 +62,19 @@ pub enum Counter {
     /// Usage records lost: the node's queue was full (the sidecar away too long), or the
     /// tenant id is not one the sidecar can bill.
     UsageDropped,
+    /// Requests answered from the cache with a fresh entry.
+    CacheHits,
+    /// Requests answered from the cache with a stale entry (max-stale, stale-while-
+    /// revalidate, or stale-if-error when the origin failed).
+    CacheStaleHits,
+    /// Requests on cached routes that went to the origin.
+    CacheMisses,
+    /// Responses stored.
+    CacheStored,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 29] = [
+    pub const ALL: [Counter; 33] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -95,6 +104,10 @@ impl Counter {
         Counter::JwksUnknownKidRefetches,
         Counter::UsageRecorded,
         Counter::UsageDropped,
+        Counter::CacheHits,
+        Counter::CacheStaleHits,
+        Counter::CacheMisses,
+        Counter::CacheStored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -128,6 +141,10 @@ impl Counter {
             Counter::JwksUnknownKidRefetches => "tollgate_jwks_unknown_kid_refetches_total",
             Counter::UsageRecorded => "tollgate_usage_recorded_total",
             Counter::UsageDropped => "tollgate_usage_dropped_total",
+            Counter::CacheHits => "tollgate_cache_hits_total",
+            Counter::CacheStaleHits => "tollgate_cache_stale_hits_total",
+            Counter::CacheMisses => "tollgate_cache_misses_total",
+            Counter::CacheStored => "tollgate_cache_stored_total",
         }
     }
 

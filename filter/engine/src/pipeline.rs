@@ -217,6 +217,7 @@ impl Engine {
             waf: None,
             pii: route.pii,
             usage: None,
+            cache: None,
         };
         if route.pii.is_some() && request.header("accept-encoding").is_some() {
             // A compressed answer could not be masked.
@@ -326,8 +327,77 @@ impl Engine {
                 }
             }
         }
+        if let Some(route_cache) = &route.cache
+            && plan.body_check.is_none()
+        {
+            match crate::cache::flow::on_request(
+                route_cache,
+                self.policy.cache_max_bytes,
+                &request,
+                plan.identity.as_deref(),
+                &plan.request_id,
+                now_ms,
+                store,
+            ) {
+                crate::cache::flow::RequestStep::Reply { mut reply, stale } => {
+                    reply.counters = std::mem::take(&mut plan.counters);
+                    if reply.status != 504 {
+                        reply.counters.push((
+                            if stale {
+                                Counter::CacheStaleHits
+                            } else {
+                                Counter::CacheHits
+                            },
+                            1,
+                        ));
+                    }
+                    return Decision::Reply(reply);
+                }
+                crate::cache::flow::RequestStep::Forward(pending) => {
+                    plan.counters.push((Counter::CacheMisses, 1));
+                    plan.cache = Some(pending);
+                }
+                crate::cache::flow::RequestStep::Bypass => {}
+            }
+        }
         plan.counters.push((Counter::Forwarded, 1));
         Decision::Forward(Box::new(plan))
+    }
+
+    /// Response-header phase of a request that carried `ForwardPlan::cache`.
+    pub fn cache_response_headers(
+        &self,
+        pending: &crate::cache::flow::CachePending,
+        status: u16,
+        headers: &crate::cache::Headers,
+        request_id: &str,
+        now_ms: u64,
+    ) -> crate::cache::flow::ResponseStep {
+        crate::cache::flow::on_response_headers(pending, status, headers, request_id, now_ms)
+    }
+
+    /// Stores a response whose headers phase said `store`; returns the counters to add.
+    pub fn cache_store(
+        &self,
+        pending: &crate::cache::flow::CachePending,
+        status: u16,
+        headers: &crate::cache::Headers,
+        body: &[u8],
+        now_ms: u64,
+        store: &dyn SharedData,
+    ) -> Vec<(Counter, u64)> {
+        match crate::cache::flow::store_response(
+            pending,
+            self.policy.cache_max_bytes,
+            status,
+            headers,
+            body,
+            now_ms,
+            store,
+        ) {
+            Ok(()) => vec![(Counter::CacheStored, 1)],
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Request-body phase, once the whole body is buffered (only for requests whose plan

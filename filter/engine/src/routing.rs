@@ -19,6 +19,8 @@ pub struct Route {
     pub waf: Option<crate::waf::RouteWaf>,
     /// Personal data masked in response bodies; `None`: bodies pass untouched.
     pub pii: Option<crate::pii::PiiKinds>,
+    /// Response caching; `None`: every request goes to the origin.
+    pub cache: Option<crate::cache::compile::RouteCache>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -68,6 +68,9 @@ pub(crate) fn draft(
     match decision {
         Decision::Forward(plan) => {
             event.risk_score = plan.risk_score;
+            if plan.cache.is_some() {
+                event.decisions.cache = Some("miss".to_string());
+            }
             if plan
                 .set_headers
                 .iter()
@@ -86,7 +89,24 @@ pub(crate) fn draft(
                 );
             }
         }
-        Decision::Reply(reply) => note_reply(&mut event, reply),
+        Decision::Reply(reply) => {
+            note_reply(&mut event, reply);
+            let header = |name: &str| reply.headers.iter().any(|(n, _)| n == name);
+            if reply
+                .headers
+                .iter()
+                .any(|(n, v)| n == "cache-status" && v.contains("; hit"))
+            {
+                event.decisions.cache = Some(
+                    if header(crate::cache::flow::STALE_HEADER) {
+                        "stale"
+                    } else {
+                        "hit"
+                    }
+                    .to_string(),
+                );
+            }
+        }
     }
     Some(Box::new(event))
 }

@@ -54,6 +54,11 @@ pub fn response_header(name: &str) -> Option<String> {
         .flatten()
 }
 
+pub fn response_headers() -> Result<Vec<(String, Bytes)>, String> {
+    hostcalls::get_map_bytes(MapType::HttpResponseHeaders)
+        .map_err(|status| format!("reading response headers failed: {status:?}"))
+}
+
 pub fn request_headers() -> Result<Vec<(String, Bytes)>, String> {
     hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
         .map_err(|status| format!("reading request headers failed: {status:?}"))
@@ -104,9 +109,17 @@ pub fn entropy() -> u64 {
 }
 
 /// Host metric ids, one per engine counter.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Metrics {
     ids: [Option<u32>; Counter::ALL.len()],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            ids: [None; Counter::ALL.len()],
+        }
+    }
 }
 
 impl Metrics {

@@ -4,6 +4,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use tollgate_engine::cache::flow::{CachePending, ResponseStep};
 use tollgate_engine::fleet::UsageEvent;
 use tollgate_engine::pii::{MaskStream, PiiKinds};
 use tollgate_engine::{BodyCheck, BodyDecision, Decision, LocalReply, RequestHead};
@@ -24,6 +25,16 @@ pub struct TollgateHttp {
     usage: Option<Box<UsageEvent>>,
     /// What the client got (0: nothing yet).
     status: u16,
+    /// A cached route's forwarded request: what to store once the body is complete.
+    cache: Option<CacheFill>,
+}
+
+struct CacheFill {
+    pending: Box<CachePending>,
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    /// The body so far, once the headers phase decided to store it.
+    body: Option<Vec<u8>>,
 }
 
 impl TollgateHttp {
@@ -36,6 +47,7 @@ impl TollgateHttp {
             pii: None,
             usage: None,
             status: 0,
+            cache: None,
         }
     }
 
@@ -87,6 +99,89 @@ impl TollgateHttp {
 }
 
 impl TollgateHttp {
+    /// A cached route's response headers: answer with a stale copy when the origin failed
+    /// (`Some`: the action to return), else mark the response and start collecting it.
+    fn cache_response_headers(&mut self, end_of_stream: bool) -> Option<Action> {
+        let shared = self.shared.clone()?;
+        let fill = self.cache.as_mut()?;
+        let headers: Vec<(String, Vec<u8>)> = match host::response_headers() {
+            Ok(pairs) => pairs,
+            Err(e) => {
+                host::error(&e);
+                self.cache = None;
+                return None;
+            }
+        };
+        let request_id = self.request_id.clone().unwrap_or_default();
+        match shared.engine.cache_response_headers(
+            &fill.pending,
+            self.status,
+            &headers,
+            &request_id,
+            host::now_ms(),
+        ) {
+            ResponseStep::ServeStale(reply) => {
+                self.cache = None;
+                shared
+                    .metrics
+                    .add(tollgate_engine::Counter::CacheStaleHits, 1);
+                if let Some(usage) = self.usage.as_mut() {
+                    usage.decisions.cache = Some("stale_if_error".to_string());
+                }
+                Some(self.reply(&reply))
+            }
+            ResponseStep::Pass {
+                cache_status,
+                store,
+            } => {
+                if let Err(e) = host::set_response_header("cache-status", &cache_status) {
+                    host::error(&e);
+                }
+                if !store {
+                    self.cache = None;
+                    return None;
+                }
+                fill.status = self.status;
+                fill.headers = headers;
+                fill.body = Some(Vec::new());
+                if end_of_stream {
+                    self.collect_for_cache(&shared, &[], true);
+                }
+                None
+            }
+        }
+    }
+
+    /// Adds a chunk of the response to what will be stored; stores it at the end.
+    fn collect_for_cache(&mut self, shared: &Shared, chunk: &[u8], end_of_stream: bool) {
+        let Some(fill) = self.cache.as_mut() else {
+            return;
+        };
+        let Some(body) = fill.body.as_mut() else {
+            return;
+        };
+        if body.len() + chunk.len() > tollgate_engine::cache::flow::max_object_bytes(&fill.pending)
+        {
+            self.cache = None; // too large to keep: it passes uncached
+            return;
+        }
+        body.extend_from_slice(chunk);
+        if end_of_stream {
+            let counters = shared.engine.cache_store(
+                &fill.pending,
+                fill.status,
+                &fill.headers,
+                body,
+                host::now_ms(),
+                &host::HostSharedData,
+            );
+            for (counter, delta) in &counters {
+                shared.metrics.add(*counter, *delta);
+            }
+            self.cache = None;
+        }
+    }
+
     /// `body` is the buffered body, or its inspected prefix when `total_length` is larger.
     fn finish_body_check(
         &mut self,
@@ -163,6 +258,12 @@ impl HttpContext for TollgateHttp {
             Decision::Forward(plan) => {
                 let mut plan = *plan;
                 self.usage = plan.usage.take();
+                self.cache = plan.cache.take().map(|pending| CacheFill {
+                    pending,
+                    status: 0,
+                    headers: Vec::new(),
+                    body: None,
+                });
                 for name in &plan.remove_headers {
                     if let Err(e) = host::remove_request_header(name) {
                         return self.internal_error(&e);
@@ -242,11 +343,14 @@ impl HttpContext for TollgateHttp {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if self.status == 0 {
             self.status = host::response_header(":status")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
+        }
+        if let Some(action) = self.cache_response_headers(end_of_stream) {
+            return action;
         }
         if let (Some(shared), Some(request_id)) = (&self.shared, &self.request_id) {
             for (name, value) in shared.engine.response_headers(request_id) {
@@ -286,21 +390,36 @@ impl HttpContext for TollgateHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(shared), Some((kinds, stream))) = (&self.shared, &mut self.pii) else {
+        let collecting = self.cache.as_ref().is_some_and(|c| c.body.is_some());
+        let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
+        if self.pii.is_none() && !collecting {
+            return Action::Continue;
+        }
         let chunk = match host::response_body(body_size) {
             Ok(chunk) => chunk,
             Err(e) => {
                 host::error(&e);
+                self.cache = None;
                 return Action::Continue;
             }
         };
-        let out = shared
-            .engine
-            .mask_response_body(*kinds, stream, &chunk, end_of_stream);
-        if let Err(e) = host::replace_response_body(body_size, &out) {
-            host::error(&e);
+        // What the client gets: masked when the route masks, and that is what is cached.
+        let out = match &mut self.pii {
+            Some((kinds, stream)) => {
+                let out = shared
+                    .engine
+                    .mask_response_body(*kinds, stream, &chunk, end_of_stream);
+                if let Err(e) = host::replace_response_body(body_size, &out) {
+                    host::error(&e);
+                }
+                out
+            }
+            None => chunk,
+        };
+        if collecting {
+            self.collect_for_cache(&shared, &out, end_of_stream);
         }
         Action::Continue
     }

@@ -546,3 +546,193 @@ routes:
         Some("gzip")
     );
 }
+
+/// A GET with an API key at `time_ms` on `worker`; the stub origin would answer `body`.
+fn cached_get(time_ms: u64, worker: usize, path: &str, key: &str, upstream: Value) -> Value {
+    let mut l = line(time_ms, worker, "GET", path, json!([["x-api-key", key]]));
+    l["upstream"] = upstream;
+    l
+}
+
+fn origin(status: u16, cache_control: &str, body: &str) -> Value {
+    json!({"status": status, "headers": [["content-type", "text/plain"],
+        ["cache-control", cache_control]], "body": body})
+}
+
+fn cache_policy(route_cache: &str) -> String {
+    format!(
+        r#"
+version: 1
+auth:
+  api_keys:
+    keys:
+      - {{ id: ka, sha256: "{}", tenant: t-a }}
+      - {{ id: kb, sha256: "{}", tenant: t-b }}
+routes:
+  - name: items
+    cluster: origin
+    auth: {{ accept: [api_key] }}
+    cache: {route_cache}
+"#,
+        hex(&Sha256::digest(b"key-a")),
+        hex(&Sha256::digest(b"key-b"))
+    )
+}
+
+#[test]
+fn cached_route_answers_from_the_node_cache_and_never_across_tenants() {
+    let policy = cache_policy("{}");
+    let shared = "public, max-age=60";
+    let out = run(
+        &policy,
+        2,
+        &[
+            cached_get(T0_MS, 0, "/v1/items", "key-a", origin(200, shared, "A-1")),
+            // The other worker: the cache is the node's, in shared data.
+            cached_get(
+                T0_MS + 1_000,
+                1,
+                "/v1/items",
+                "key-a",
+                origin(200, shared, "A-2"),
+            ),
+            // Another tenant, same URL: its own entry, never t-a's.
+            cached_get(
+                T0_MS + 2_000,
+                0,
+                "/v1/items",
+                "key-b",
+                origin(200, shared, "B-1"),
+            ),
+            cached_get(
+                T0_MS + 3_000,
+                1,
+                "/v1/items",
+                "key-b",
+                origin(200, shared, "B-2"),
+            ),
+            // Set-Cookie and no-store responses are not stored.
+            cached_get(T0_MS + 4_000, 0, "/v1/cookie", "key-a", {
+                let mut o = origin(200, shared, "C-1");
+                o["headers"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!(["set-cookie", "s=1"]));
+                o
+            }),
+            cached_get(
+                T0_MS + 5_000,
+                0,
+                "/v1/cookie",
+                "key-a",
+                origin(200, shared, "C-2"),
+            ),
+            cached_get(
+                T0_MS + 6_000,
+                0,
+                "/v1/private",
+                "key-a",
+                origin(200, "no-store", "P-1"),
+            ),
+            cached_get(
+                T0_MS + 7_000,
+                0,
+                "/v1/private",
+                "key-a",
+                origin(200, "no-store", "P-2"),
+            ),
+            // Expired after 60 s: the origin again.
+            cached_get(
+                T0_MS + 61_000,
+                0,
+                "/v1/items",
+                "key-a",
+                origin(200, shared, "A-3"),
+            ),
+        ],
+    );
+    let bodies: Vec<&str> = out.iter().map(|o| o["body"].as_str().unwrap()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "A-1", "A-1", "B-1", "B-1", "C-1", "C-2", "P-1", "P-2", "A-3"
+        ]
+    );
+    let called: Vec<bool> = out
+        .iter()
+        .map(|o| o["upstream_called"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        called,
+        [true, false, true, false, true, true, true, true, true]
+    );
+    assert_eq!(
+        header(&out[0]["headers"], "cache-status"),
+        Some("tollgate; fwd=miss; stored")
+    );
+    assert_eq!(
+        header(&out[1]["headers"], "cache-status"),
+        Some("tollgate; hit; ttl=59")
+    );
+    assert_eq!(header(&out[1]["headers"], "age"), Some("1"));
+    assert_eq!(
+        header(&out[1]["headers"], "content-type"),
+        Some("text/plain")
+    );
+    assert!(header(&out[1]["headers"], "x-tollgate-request-id").is_some());
+    assert_eq!(
+        header(&out[4]["headers"], "cache-status"),
+        Some("tollgate; fwd=miss; detail=set-cookie")
+    );
+    assert_eq!(
+        header(&out[8]["headers"], "cache-status"),
+        Some("tollgate; fwd=stale; stored")
+    );
+}
+
+#[test]
+fn stale_copy_answers_while_the_origin_fails_within_stale_if_error() {
+    let policy = cache_policy("{ ttl: 5m, stale_if_error: 1h }");
+    let out = run(
+        &policy,
+        1,
+        &[
+            cached_get(
+                T0_MS,
+                0,
+                "/v1/refund",
+                "key-a",
+                origin(200, "public", "refund: paid"),
+            ),
+            // Ten minutes on (stale), the origin is down: the stored copy, marked stale.
+            cached_get(
+                T0_MS + 600_000,
+                0,
+                "/v1/refund",
+                "key-a",
+                origin(503, "no-store", "down"),
+            ),
+            // Past the hour's window: the failure goes through.
+            cached_get(
+                T0_MS + 5_000_000,
+                0,
+                "/v1/refund",
+                "key-a",
+                origin(503, "no-store", "down"),
+            ),
+        ],
+    );
+    assert_eq!(
+        (out[1]["status"].as_u64(), out[1]["body"].as_str()),
+        (Some(200), Some("refund: paid"))
+    );
+    assert_eq!(header(&out[1]["headers"], "x-tollgate-stale"), Some("1"));
+    assert_eq!(
+        header(&out[1]["headers"], "cache-status"),
+        Some("tollgate; hit; stale; detail=origin-503")
+    );
+    assert_eq!(
+        (out[2]["status"].as_u64(), out[2]["body"].as_str()),
+        (Some(503), Some("down"))
+    );
+}

@@ -5,8 +5,11 @@
 //! adapter decides where entries live; this module decides what may be stored, whether a
 //! stored entry may answer a request, and what the answer's headers are.
 
+pub mod compile;
 pub mod control;
 pub mod date;
+pub mod document;
+pub mod flow;
 pub mod key;
 pub mod store;
 

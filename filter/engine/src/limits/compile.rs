@@ -9,7 +9,7 @@ use crate::policy::compile::Errors;
 use crate::policy::document::{RateLimitsDocument, RouteLimitDocument};
 
 /// `30s`, `1m`, `2h`, `1d`, or plain seconds.
-fn parse_period(text: &str) -> Option<NonZeroU64> {
+pub(crate) fn parse_period(text: &str) -> Option<NonZeroU64> {
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
         None => (text, "s"),

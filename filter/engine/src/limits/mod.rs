@@ -9,6 +9,7 @@
 //! distinct client IPs arrive; idle buckets are reused, which is how they expire.
 
 mod compile;
+pub(crate) use compile::parse_period;
 pub mod gcra;
 pub mod velocity;
 

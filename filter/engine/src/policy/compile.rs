@@ -29,6 +29,8 @@ pub struct Policy {
     pub waf: crate::waf::Waf,
     /// Fleet sync, when the policy has a `sidecar` section.
     pub sidecar: Option<crate::fleet::SidecarConfig>,
+    /// Bytes the node's response cache may hold (`cache.max_bytes`).
+    pub cache_max_bytes: u64,
 }
 
 #[derive(Default)]
@@ -106,6 +108,8 @@ impl Policy {
             document.routes.iter().any(|r| r.waf.is_some()),
             &mut errors,
         );
+        let cache_max_bytes =
+            crate::cache::compile::compile_cache_settings(document.cache.as_ref(), &mut errors);
         if document.routes.is_empty() {
             errors.push("routes", "must have at least one route");
         }
@@ -180,6 +184,13 @@ impl Policy {
                     &format!("{at}.pii_masking"),
                     &mut errors,
                 ),
+                cache: route.cache.as_ref().map(|c| {
+                    crate::cache::compile::compile_route_cache(
+                        c,
+                        &format!("{at}.cache"),
+                        &mut errors,
+                    )
+                }),
             });
         }
 
@@ -191,6 +202,7 @@ impl Policy {
                 request_id_header,
                 waf: waf_catalog.waf,
                 sidecar,
+                cache_max_bytes,
             })
         } else {
             Err(PolicyErrors(errors.0))

@@ -31,6 +31,9 @@ pub struct PolicyDocument {
     /// usage events for billing. Omit to run each node on its own.
     #[serde(default)]
     pub sidecar: Option<SidecarDocument>,
+    /// The node's response cache (routes opt in with their own `cache`).
+    #[serde(default)]
+    pub cache: Option<crate::cache::document::CacheDocument>,
 }
 
 /// Where and how often a node syncs with the sidecar. Requests never wait for it.
@@ -113,6 +116,10 @@ pub struct RouteDocument {
     /// origin answers uncompressed.
     #[serde(default)]
     pub pii_masking: Vec<String>,
+    /// Answer GET and HEAD from the node's cache when a stored response may be used
+    /// (RFC 9111 as a shared cache), keyed by tenant first.
+    #[serde(default)]
+    pub cache: Option<crate::cache::document::RouteCacheDocument>,
 }
 
 /// Request matching. Every condition given must hold.
