@@ -47,6 +47,7 @@ rate_limits:
   limits:
     - {{ name: tenant-plan, key: [tenant], plan: true, global: true }}
 routes:
+  - {{ name: news, match: {{ path: {{ prefix: /v1/news }} }}, cluster: origin, cache: {{ ttl: 1h }} }}
   - {{ name: api, cluster: origin, auth: {{ accept: [api_key] }}, limits: [tenant-plan] }}
 "#
     )
@@ -71,10 +72,15 @@ fn sim_node(index: usize, sidecar_port: u16, start_ms: u64) -> Sim {
 
 /// One request at `time_ms` on `worker`; the origin is a stub answering 200.
 fn send(sim: &Sim, time_ms: u64, worker: usize) -> u64 {
-    sim.advance_to(time_ms * 1_000_000);
     let line = json!({"time_ms": time_ms, "worker": worker,
         "request": {"method": "GET", "path": "/v1/x", "authority": "api.example.com",
                     "headers": [["x-api-key", "free-key"]]}});
+    exchange(sim, line)["status"].as_u64().unwrap()
+}
+
+/// One contract input line through a node; the output line.
+fn exchange(sim: &Sim, line: Value) -> Value {
+    sim.advance_to(line["time_ms"].as_u64().unwrap() * 1_000_000);
     let (request, upstream) = InputLine::parse(&line.to_string())
         .unwrap()
         .into_parts()
@@ -82,7 +88,7 @@ fn send(sim: &Sim, time_ms: u64, worker: usize) -> u64 {
     let out = OutputLine::from_response(sim.handle(request, &mut StubUpstream(upstream)));
     let out = serde_json::to_value(out).unwrap();
     assert!(out.get("trap").is_none(), "the filter trapped: {out}");
-    out["status"].as_u64().unwrap()
+    out
 }
 
 fn advance_all(nodes: &[Sim], to_ms: u64) {
@@ -217,6 +223,47 @@ fn a_plan_override_set_at_the_sidecar_reaches_every_node() {
     let total: u64 = admitted.iter().sum();
     eprintln!("override to 30/min: admitted {admitted:?} = {total}");
     assert!((28..=32).contains(&total), "admitted {admitted:?}");
+}
+
+#[test]
+fn a_purge_posted_to_the_sidecar_reaches_every_node_cache() {
+    let port = free_port().unwrap();
+    let data = sidecar_data_dir("fleet-purge").unwrap();
+    let sidecar = SidecarProcess::start(port, &data).unwrap();
+    let t0 = now_ms();
+    let nodes: Vec<Sim> = (0..2).map(|i| sim_node(i, port, t0)).collect();
+    let news = |time_ms: u64, body: &str| {
+        json!({"time_ms": time_ms, "worker": 0,
+            "request": {"method": "GET", "path": "/v1/news/today", "authority": "api.example.com"},
+            "upstream": {"status": 200, "headers": [["cache-control", "public"]], "body": body}})
+    };
+    for sim in &nodes {
+        exchange(sim, news(t0 + 1_000, "v1"));
+        let hit = exchange(sim, news(t0 + 2_000, "v2"));
+        assert_eq!(
+            (hit["body"].as_str(), &hit["upstream_called"]),
+            (Some("v1"), &json!(false))
+        );
+    }
+    // Public entries belong to tenant "-"; a prefix starting with / matches the path.
+    let posted = tollgate_envoy_tests::request(
+        "POST",
+        &sidecar.url("/v1/purge"),
+        &[("content-type", "application/json")],
+        Some(br#"{"by": "prefix", "value": "-:/v1/news/"}"#),
+    )
+    .unwrap();
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    for second in 3..=5u64 {
+        advance_all(&nodes, t0 + second * 1_000);
+    }
+    for sim in &nodes {
+        let fresh = exchange(sim, news(t0 + 6_000, "v3"));
+        assert_eq!(
+            (fresh["body"].as_str(), &fresh["upstream_called"]),
+            (Some("v3"), &json!(true))
+        );
+    }
 }
 
 #[test]

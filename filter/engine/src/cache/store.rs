@@ -49,7 +49,8 @@ pub struct Hit {
 pub enum PurgeTarget {
     /// One entry by its key digest.
     Key(String),
-    /// Every entry whose `authority|path?query` starts with this.
+    /// Every entry whose `authority|path?query` starts with this, or, for a value that
+    /// starts with `/`, whose `path?query` does.
     Prefix(String),
     /// Every entry whose `Surrogate-Key` response header named this key.
     Surrogate(String),
@@ -194,7 +195,13 @@ impl<'a, S: SharedData + ?Sized> CacheStore<'a, S> {
             r.tenant == tenant
                 && match target {
                     PurgeTarget::Key(d) => &r.digest == d,
-                    PurgeTarget::Prefix(p) => r.url.starts_with(p.as_str()),
+                    PurgeTarget::Prefix(p) => {
+                        r.url.starts_with(p.as_str())
+                            || (p.starts_with('/')
+                                && r.url
+                                    .split_once('|')
+                                    .is_some_and(|(_, path)| path.starts_with(p.as_str())))
+                    }
                     PurgeTarget::Surrogate(s) => r.surrogate.iter().any(|k| k == s),
                 }
         };

@@ -149,6 +149,36 @@ struct OverrideRecord {
 
 const OVERRIDE_PREFIX: &str = "tg:fleet:ovr:";
 
+/// A cache purge posted at the sidecar: `value` is `<tenant>:<target>`.
+#[derive(Debug, Clone, Deserialize)]
+struct PurgeRecord {
+    by: String,
+    value: String,
+    #[serde(default)]
+    mode: String,
+}
+
+impl PurgeRecord {
+    /// Applies it to this node's cache; unknown kinds and values without a tenant are
+    /// skipped (a newer sidecar may know more kinds).
+    fn apply(&self, store: &dyn SharedData) -> Result<(), FleetError> {
+        let Some((tenant, target)) = self.value.split_once(':') else {
+            return Ok(());
+        };
+        let target = match self.by.as_str() {
+            "key" => crate::cache::PurgeTarget::Key(target.to_string()),
+            "prefix" => crate::cache::PurgeTarget::Prefix(target.to_string()),
+            "surrogate_key" => crate::cache::PurgeTarget::Surrogate(target.to_string()),
+            _ => return Ok(()),
+        };
+        // The byte bound matters only when storing.
+        crate::cache::CacheStore::new(store, u64::MAX)
+            .purge(tenant, &target, self.mode == "soft")
+            .map(|_| ())
+            .map_err(|_| FleetError::Store)
+    }
+}
+
 /// The parts of the sidecar's answer the filter uses; the rest is ignored so that a newer
 /// sidecar can answer an older filter.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +189,8 @@ struct SyncResponse {
     counters: Vec<CounterView>,
     #[serde(default)]
     overrides: Vec<OverrideRecord>,
+    #[serde(default)]
+    purges: Vec<PurgeRecord>,
     #[serde(default)]
     purge_seq: u64,
     #[serde(default)]
@@ -355,6 +387,9 @@ pub fn apply_response(
         store
             .set(&key, &value, None)
             .map_err(|_| FleetError::Store)?;
+    }
+    for purge in &response.purges {
+        purge.apply(store)?;
     }
     let state = FleetState {
         nodes: response.nodes,
