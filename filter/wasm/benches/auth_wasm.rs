@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tollgate_sim::config::Bootstrap;
 use tollgate_sim::replay::StubUpstream;
-use tollgate_sim::{Sim, SimOptions, SimRequest};
+use tollgate_sim::{Sim, SimOptions, SimRequest, UpstreamReply};
 
 fn sim(policy: &str, workers: usize, now_ms: u64) -> Sim {
     let options = SimOptions {
@@ -321,5 +321,95 @@ routes:
     );
 }
 
-criterion_group!(benches, auth, limits);
+/// The response cache in wasm: a hit by object size (the whole request through the
+/// filter, answered from shared data, no origin call) beside the same route's miss (the
+/// origin's answer stored again each time) and an uncached route.
+fn cache(c: &mut Criterion) {
+    let now_ms = 1_767_225_600_000;
+    let policy = r#"version: 1
+routes:
+  - { name: cached, match: { path: { prefix: /cached } }, cluster: origin, cache: { ttl: 1h } }
+  - { name: open, cluster: origin }
+"#;
+    let cached = sim(policy, 2, now_ms);
+    let origin = |size: usize| UpstreamReply::Response {
+        status: 200,
+        headers: vec![(b"content-type".to_vec(), b"application/json".to_vec())],
+        body: vec![b'x'; size],
+        trailers: Vec::new(),
+    };
+    let mut g = c.benchmark_group("cache_wasm");
+    g.throughput(Throughput::Elements(1));
+    // The baseline for a hit: another answer the filter gives itself (a 404 JSON reply,
+    // no origin), so hit minus this is what the cache adds.
+    let no_route = sim(
+        "version: 1\nroutes: [{name: only, match: {path: {exact: /only}}, cluster: origin}]\n",
+        2,
+        now_ms,
+    );
+    g.bench_function("local_reply_404", |b| {
+        b.iter(|| {
+            let out = no_route.handle(
+                request("/cached/4096", None, 1, "203.0.113.1", now_ms),
+                &mut StubUpstream(None),
+            );
+            assert_eq!(out.status, 404);
+            black_box(out);
+        })
+    });
+    no_route.take_logs();
+    g.bench_function("uncached_route_4k", |b| {
+        b.iter(|| {
+            let out = cached.handle(
+                request("/open", None, 0, "203.0.113.1", now_ms),
+                &mut StubUpstream(Some(origin(4096))),
+            );
+            assert_eq!(out.status, 200);
+            black_box(out);
+        })
+    });
+    for size in [1024usize, 4096, 16384, 65536] {
+        let path = format!("/cached/{size}");
+        let first = cached.handle(
+            request(&path, None, 0, "203.0.113.1", now_ms),
+            &mut StubUpstream(Some(origin(size))),
+        );
+        assert!(first.upstream_called);
+        g.bench_function(format!("hit_{}k", size / 1024), |b| {
+            b.iter(|| {
+                let out = cached.handle(
+                    request(&path, None, 1, "203.0.113.1", now_ms),
+                    &mut StubUpstream(None),
+                );
+                assert!(!out.upstream_called && out.body.len() == size);
+                black_box(out);
+            })
+        });
+    }
+    // A miss that stores: 1,000 keys in turn (query string), each replaced when it comes
+    // round again, so the node's index holds about a thousand entries.
+    let mut n = 0u64;
+    g.bench_function("miss_and_store_4k", |b| {
+        b.iter(|| {
+            n += 1;
+            let mut req = request(
+                &format!("/cached/miss?n={}", n % 1000),
+                None,
+                0,
+                "203.0.113.1",
+                now_ms,
+            );
+            // no-cache: the stored copy may not answer, so every request is a miss.
+            req.headers
+                .push((b"cache-control".to_vec(), b"no-cache".to_vec()));
+            let out = cached.handle(req, &mut StubUpstream(Some(origin(4096))));
+            assert!(out.upstream_called);
+            black_box(out);
+        })
+    });
+    g.finish();
+    cached.take_logs();
+}
+
+criterion_group!(benches, auth, limits, cache);
 criterion_main!(benches);

@@ -10,7 +10,9 @@
 //! Memory bound and eviction: the index sums the bytes of every entry (head + body); when
 //! a new entry would take the total over `max_bytes`, the oldest-stored entries are
 //! evicted first (FIFO by store time: cheap, no write on the hit path, and hot entries
-//! come back on their next miss). Shared data cannot delete keys, so removed values are
+//! come back on their next miss). From 16 MiB on, the index is split in 16 by the key
+//! digest's first hex digit, each part with a sixteenth of the bound and its own FIFO,
+//! so a store rewrites a sixteenth of the index. Shared data cannot delete keys, so removed values are
 //! overwritten with an empty value, which reads as absent.
 
 use super::{EntryMeta, Headers};
@@ -18,6 +20,9 @@ use crate::shared::{SetError, SharedData, StoreUnavailable};
 
 pub const CHUNK: usize = 64 * 1024;
 const INDEX: &str = "tg:cache:index";
+/// Bounds from this size on are split over [`SHARDS`] index parts.
+const SHARDED_FROM_BYTES: u64 = 16 * 1024 * 1024;
+const SHARDS: u64 = 16;
 const CAS_RETRIES: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +85,32 @@ impl<'a, S: SharedData + ?Sized> CacheStore<'a, S> {
         CacheStore { data, max_bytes }
     }
 
+    fn shards(&self) -> u64 {
+        if self.max_bytes >= SHARDED_FROM_BYTES {
+            SHARDS
+        } else {
+            1
+        }
+    }
+
+    /// The index part that holds `digest` (hex: its first digit picks the part).
+    fn shard_of(&self, digest: &str) -> u64 {
+        let first = digest.bytes().next().map_or(0, |b| match b {
+            b'0'..=b'9' => u64::from(b - b'0'),
+            b'a'..=b'f' => u64::from(b - b'a' + 10),
+            _ => u64::from(b),
+        });
+        first % self.shards()
+    }
+
+    fn index_key(&self, shard: u64) -> String {
+        if self.shards() == 1 {
+            INDEX.to_string()
+        } else {
+            format!("{INDEX}:{shard}")
+        }
+    }
+
     fn read(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         Ok(self.data.get(key)?.filter(|(v, _)| !v.is_empty()))
     }
@@ -128,11 +159,13 @@ impl<'a, S: SharedData + ?Sized> CacheStore<'a, S> {
         let surrogate = surrogate_keys(&meta.headers);
         let head_len = encode_head(meta, 0, 0, 0).len() as u64;
         let bytes = head_len + body.len() as u64;
-        if bytes > self.max_bytes {
+        let budget = self.max_bytes / self.shards();
+        if bytes > budget {
             return Ok(());
         }
+        let index_key = self.index_key(self.shard_of(digest));
         let mut evicted = Vec::new();
-        let gen_ = self.update_index(|index| {
+        let gen_ = self.update_index(&index_key, |index| {
             evicted.clear();
             if let Some(pos) = index.rows.iter().position(|r| r.digest == digest) {
                 evicted.push(index.rows.remove(pos));
@@ -140,7 +173,7 @@ impl<'a, S: SharedData + ?Sized> CacheStore<'a, S> {
             let gen_ = index.next_gen;
             index.next_gen += 1;
             let mut total: u64 = index.rows.iter().map(|r| r.bytes).sum();
-            while total + bytes > self.max_bytes && !index.rows.is_empty() {
+            while total + bytes > budget && !index.rows.is_empty() {
                 let row = index.rows.remove(0);
                 total -= row.bytes;
                 evicted.push(row);
@@ -205,8 +238,21 @@ impl<'a, S: SharedData + ?Sized> CacheStore<'a, S> {
                     PurgeTarget::Surrogate(s) => r.surrogate.iter().any(|k| k == s),
                 }
         };
+        let mut n = 0;
+        for shard in 0..self.shards() {
+            n += self.purge_shard(&self.index_key(shard), &matches, soft)?;
+        }
+        Ok(n)
+    }
+
+    fn purge_shard(
+        &self,
+        index_key: &str,
+        matches: &dyn Fn(&Row) -> bool,
+        soft: bool,
+    ) -> Result<usize, StoreError> {
         if soft {
-            let index = self.load_index()?.0;
+            let index = self.load_index(index_key)?.0;
             let mut n = 0;
             for row in index.rows.iter().filter(|r| matches(r)) {
                 if let Some((head, _)) = self.read(&head_key(&row.digest))?
@@ -223,7 +269,7 @@ impl<'a, S: SharedData + ?Sized> CacheStore<'a, S> {
             return Ok(n);
         }
         let mut removed = Vec::new();
-        self.update_index(|index| {
+        self.update_index(index_key, |index| {
             removed.clear();
             let (gone, kept): (Vec<Row>, Vec<Row>) = std::mem::take(&mut index.rows)
                 .into_iter()
@@ -239,7 +285,17 @@ impl<'a, S: SharedData + ?Sized> CacheStore<'a, S> {
 
     /// Total bytes the index accounts for.
     pub fn used_bytes(&self) -> Result<u64, StoreError> {
-        Ok(self.load_index()?.0.rows.iter().map(|r| r.bytes).sum())
+        let mut total = 0;
+        for shard in 0..self.shards() {
+            total += self
+                .load_index(&self.index_key(shard))?
+                .0
+                .rows
+                .iter()
+                .map(|r| r.bytes)
+                .sum::<u64>();
+        }
+        Ok(total)
     }
 
     /// Request collapsing: the first caller for `digest` gets the lock (until `now + hold`);
@@ -289,18 +345,22 @@ impl<'a, S: SharedData + ?Sized> CacheStore<'a, S> {
         Ok(())
     }
 
-    fn load_index(&self) -> Result<(Index, Option<u32>), StoreError> {
-        Ok(match self.data.get(INDEX)? {
+    fn load_index(&self, key: &str) -> Result<(Index, Option<u32>), StoreError> {
+        Ok(match self.data.get(key)? {
             Some((bytes, cas)) => (decode_index(&bytes).unwrap_or_default(), Some(cas)),
             None => (Index::default(), None),
         })
     }
 
-    fn update_index<T>(&self, mut change: impl FnMut(&mut Index) -> T) -> Result<T, StoreError> {
+    fn update_index<T>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(&mut Index) -> T,
+    ) -> Result<T, StoreError> {
         for _ in 0..CAS_RETRIES {
-            let (mut index, cas) = self.load_index()?;
+            let (mut index, cas) = self.load_index(key)?;
             let out = change(&mut index);
-            match self.data.set(INDEX, &encode_index(&index), cas) {
+            match self.data.set(key, &encode_index(&index), cas) {
                 Ok(()) => return Ok(out),
                 Err(SetError::CasMismatch) => continue,
                 Err(SetError::Host) => return Err(StoreError::Unavailable),
@@ -526,6 +586,31 @@ mod tests {
             assert_eq!(hit.meta, m);
         }
         assert!(store.get("other", &[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_large_bound_splits_the_index_and_still_purges_and_counts_everything() {
+        let data = MemorySharedData::default();
+        let store = CacheStore::new(&data, 16 << 20);
+        let m = meta(&[("cache-control", "max-age=60")], &[]);
+        let digests: Vec<String> = (0..64).map(|i| format!("{:x}{i:03}", i % 16)).collect();
+        for d in &digests {
+            store
+                .put(d, "t", &format!("a|/news/{d}"), &m, &[7u8; 100])
+                .unwrap();
+        }
+        // Every part holds its own entries.
+        assert!((0..16).all(|shard| data.get(&format!("{INDEX}:{shard}")).unwrap().is_some()));
+        let per_entry = store.used_bytes().unwrap() / 64;
+        assert!(per_entry > 100, "{per_entry}");
+        assert_eq!(
+            store
+                .purge("t", &PurgeTarget::Prefix("/news/".into()), false)
+                .unwrap(),
+            64
+        );
+        assert_eq!(store.used_bytes().unwrap(), 0);
+        assert!(digests.iter().all(|d| store.get(d, &[]).unwrap().is_none()));
     }
 
     #[test]
