@@ -59,6 +59,9 @@ pub struct BodyCheck {
     pub webhook: Option<crate::webhook::PendingSignature>,
     /// The WAF's header-phase verdict, completed by the route's body rules.
     pub waf: Option<crate::waf::WafPending>,
+    /// An `Idempotency-Key` to claim once the body is known
+    /// (`Engine::idempotency_on_body`).
+    pub idempotency: Option<Box<crate::idempotency::IdemPending>>,
 }
 
 /// The outcome of the request-body phase.
@@ -92,6 +95,25 @@ pub struct LocalReply {
 }
 
 impl LocalReply {
+    /// A reply with these parts and nothing else (no counters, no log detail).
+    pub fn new(
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        request_id: &str,
+    ) -> Self {
+        LocalReply {
+            status,
+            headers,
+            body,
+            request_id: request_id.to_string(),
+            counters: Vec::new(),
+            detail: None,
+            waf: None,
+            usage: None,
+        }
+    }
+
     /// A JSON error reply: `{"error": code, "message": ..., "request_id": ...}`.
     pub fn json_error(status: u16, code: &str, message: &str, request_id: &str) -> Self {
         let body = serde_json::json!({

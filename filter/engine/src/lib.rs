@@ -13,6 +13,7 @@ pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod pii;

@@ -314,6 +314,7 @@ impl Engine {
                         inspect_prefix: false,
                         webhook: None,
                         waf: None,
+                        idempotency: None,
                     });
                     // The signature covers the whole body: its limit applies, and a longer
                     // body is refused even when the WAF alone would inspect a prefix.
@@ -325,6 +326,35 @@ impl Engine {
                     plan.counters.push((Counter::Unauthenticated, 1));
                     return Decision::Reply(webhook_refused(failure, plan));
                 }
+            }
+        }
+        if let Some(route_idem) = &route.idempotency {
+            match crate::idempotency::on_headers(
+                route_idem,
+                &request,
+                plan.identity.as_deref(),
+                &plan.request_id,
+            ) {
+                Err(reply) => {
+                    let mut reply = *reply;
+                    reply.counters = std::mem::take(&mut plan.counters);
+                    return Decision::Reply(reply);
+                }
+                Ok(Some(pending)) => {
+                    let check = plan.body_check.get_or_insert(BodyCheck {
+                        route: route_id,
+                        max_body_bytes: 0,
+                        inspect_prefix: false,
+                        webhook: None,
+                        waf: None,
+                        idempotency: None,
+                    });
+                    // The fingerprint covers the whole body.
+                    check.max_body_bytes = check.max_body_bytes.max(pending.max_body_bytes);
+                    check.inspect_prefix = false;
+                    check.idempotency = Some(Box::new(pending));
+                }
+                Ok(None) => {}
             }
         }
         if let Some(route_cache) = &route.cache
@@ -362,6 +392,54 @@ impl Engine {
         }
         plan.counters.push((Counter::Forwarded, 1));
         Decision::Forward(Box::new(plan))
+    }
+
+    /// After the body phase let a request with an `Idempotency-Key` through: claims the
+    /// key, or answers for it (replay, 409, 422). `None`: the request carries no key.
+    pub fn idempotency_on_body(
+        &self,
+        check: &BodyCheck,
+        body: &[u8],
+        now_ms: u64,
+        store: &dyn SharedData,
+        request_id: &str,
+    ) -> Option<crate::idempotency::IdemStep> {
+        let pending = check.idempotency.as_ref()?;
+        // Unique per claim: a fresh id from this VM's generator.
+        let nonce = self
+            .request_ids
+            .generate()
+            .bytes()
+            .filter(u8::is_ascii_hexdigit)
+            .take(16)
+            .fold(0u64, |n, b| {
+                (n << 4) | u64::from((b as char).to_digit(16).unwrap_or(0))
+            });
+        Some(crate::idempotency::on_body(
+            pending, body, now_ms, nonce, store, request_id,
+        ))
+    }
+
+    /// Keeps the response of a claimed key for retries (or releases the key).
+    pub fn idempotency_complete(
+        &self,
+        claim: &crate::idempotency::IdemClaim,
+        status: u16,
+        headers: &[(String, Vec<u8>)],
+        body: &[u8],
+        now_ms: u64,
+        store: &dyn SharedData,
+    ) -> bool {
+        crate::idempotency::complete(claim, status, headers, body, now_ms, store)
+    }
+
+    /// Gives a claimed key up (the exchange ended without a complete response).
+    pub fn idempotency_release(
+        &self,
+        claim: &crate::idempotency::IdemClaim,
+        store: &dyn SharedData,
+    ) {
+        crate::idempotency::release(claim, store);
     }
 
     /// Response-header phase of a request that carried `ForwardPlan::cache`.
@@ -508,6 +586,7 @@ impl Engine {
                 inspect_prefix: route_waf.over_limit
                     == crate::waf::document::WafOverLimit::InspectPrefix,
                 webhook: None,
+                idempotency: None,
                 waf: Some(crate::waf::WafPending {
                     verdict,
                     mode,

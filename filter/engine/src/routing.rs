@@ -21,6 +21,8 @@ pub struct Route {
     pub pii: Option<crate::pii::PiiKinds>,
     /// Response caching; `None`: every request goes to the origin.
     pub cache: Option<crate::cache::compile::RouteCache>,
+    /// `Idempotency-Key` handling; `None`: the header passes through untouched.
+    pub idempotency: Option<crate::idempotency::RouteIdempotency>,
 }
 
 #[derive(Debug, Clone, Default)]

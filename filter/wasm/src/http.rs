@@ -6,6 +6,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use tollgate_engine::cache::flow::{CachePending, ResponseStep};
 use tollgate_engine::fleet::UsageEvent;
+use tollgate_engine::idempotency::{IdemClaim, IdemStep};
 use tollgate_engine::pii::{MaskStream, PiiKinds};
 use tollgate_engine::{BodyCheck, BodyDecision, Decision, LocalReply, RequestHead};
 
@@ -27,6 +28,14 @@ pub struct TollgateHttp {
     status: u16,
     /// A cached route's forwarded request: what to store once the body is complete.
     cache: Option<CacheFill>,
+    /// A request holding an `Idempotency-Key`: its response, kept for retries.
+    idempotency: Option<IdemFill>,
+}
+
+struct IdemFill {
+    claim: Box<IdemClaim>,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
 }
 
 struct CacheFill {
@@ -48,6 +57,7 @@ impl TollgateHttp {
             usage: None,
             status: 0,
             cache: None,
+            idempotency: None,
         }
     }
 
@@ -152,6 +162,20 @@ impl TollgateHttp {
         }
     }
 
+    /// The response of a request holding an `Idempotency-Key` is complete: keep it.
+    fn finish_idempotency(&mut self) {
+        if let (Some(shared), Some(fill)) = (&self.shared, self.idempotency.take()) {
+            shared.engine.idempotency_complete(
+                &fill.claim,
+                self.status,
+                &fill.headers,
+                &fill.body,
+                host::now_ms(),
+                &host::HostSharedData,
+            );
+        }
+    }
+
     /// Adds a chunk of the response to what will be stored; stores it at the end.
     fn collect_for_cache(&mut self, shared: &Shared, chunk: &[u8], end_of_stream: bool) {
         let Some(fill) = self.cache.as_mut() else {
@@ -205,6 +229,23 @@ impl TollgateHttp {
                     shared.metrics.add(*counter, *delta);
                 }
                 log_waf(shared, &request_id, waf.as_deref());
+                match shared.engine.idempotency_on_body(
+                    check,
+                    body,
+                    host::now_ms(),
+                    &host::HostSharedData,
+                    &request_id,
+                ) {
+                    Some(IdemStep::Reply(reply)) => return self.reply(&reply),
+                    Some(IdemStep::Proceed(claim)) => {
+                        self.idempotency = Some(IdemFill {
+                            claim,
+                            headers: Vec::new(),
+                            body: Vec::new(),
+                        });
+                    }
+                    None => {}
+                }
                 // The headers are still held, so changes reach the origin.
                 for (name, value) in &set_headers {
                     if let Err(e) = host::set_request_header(name, value) {
@@ -352,6 +393,15 @@ impl HttpContext for TollgateHttp {
         if let Some(action) = self.cache_response_headers(end_of_stream) {
             return action;
         }
+        if let Some(fill) = self.idempotency.as_mut() {
+            match host::response_headers() {
+                Ok(headers) => fill.headers = headers,
+                Err(e) => host::error(&e),
+            }
+            if end_of_stream {
+                self.finish_idempotency();
+            }
+        }
         if let (Some(shared), Some(request_id)) = (&self.shared, &self.request_id) {
             for (name, value) in shared.engine.response_headers(request_id) {
                 if let Err(e) = host::set_response_header(name, &value) {
@@ -394,7 +444,7 @@ impl HttpContext for TollgateHttp {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        if self.pii.is_none() && !collecting {
+        if self.pii.is_none() && !collecting && self.idempotency.is_none() {
             return Action::Continue;
         }
         let chunk = match host::response_body(body_size) {
@@ -421,10 +471,29 @@ impl HttpContext for TollgateHttp {
         if collecting {
             self.collect_for_cache(&shared, &out, end_of_stream);
         }
+        if let Some(fill) = self.idempotency.as_mut() {
+            fill.body.extend_from_slice(&out);
+            if fill.body.len() > fill.claim.max_response_bytes {
+                // Too large to keep: the key is released so a retry is processed afresh.
+                if let Some(fill) = self.idempotency.take() {
+                    shared
+                        .engine
+                        .idempotency_release(&fill.claim, &host::HostSharedData);
+                }
+            } else if end_of_stream {
+                self.finish_idempotency();
+            }
+        }
         Action::Continue
     }
 
     fn on_log(&mut self) {
+        // The exchange ended without a complete response: give the key up.
+        if let (Some(shared), Some(fill)) = (&self.shared, self.idempotency.take()) {
+            shared
+                .engine
+                .idempotency_release(&fill.claim, &host::HostSharedData);
+        }
         if let (Some(shared), Some(usage)) = (&self.shared, self.usage.take()) {
             let flush = shared.engine.finish_usage(
                 *usage,

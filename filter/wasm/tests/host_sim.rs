@@ -736,3 +736,78 @@ fn stale_copy_answers_while_the_origin_fails_within_stale_if_error() {
         (Some(503), Some("down"))
     );
 }
+
+#[test]
+fn idempotency_key_replays_the_first_response_and_refuses_a_reused_key() {
+    let policy = cache_policy("{}").replace("    cache: {}\n", "    idempotency: { ttl: 24h }\n");
+    let pay = |t: u64, key_header: &str, idem: &str, body: &str, upstream: Value| {
+        let mut l = line(
+            T0_MS + t,
+            (t % 2) as usize,
+            "POST",
+            "/v1/payments",
+            json!([
+                ["x-api-key", key_header],
+                ["idempotency-key", idem],
+                ["content-type", "application/json"]
+            ]),
+        );
+        l["request"]["body"] = json!(body);
+        l["upstream"] = upstream;
+        l
+    };
+    let charged = |n: u32| {
+        json!({"status": 201, "headers": [["content-type", "application/json"]],
+        "body": format!("{{\"charge\":{n}}}")})
+    };
+    let out = run(
+        &policy,
+        2,
+        &[
+            pay(0, "key-a", "k1", r#"{"amount":10}"#, charged(1)),
+            // A retry (the other worker): the first answer again, no second charge.
+            pay(1_000, "key-a", "k1", r#"{"amount":10}"#, charged(2)),
+            // Same key, another payment: refused.
+            pay(2_000, "key-a", "k1", r#"{"amount":99}"#, charged(3)),
+            // Another tenant may use the same key for its own payment.
+            pay(3_000, "key-b", "k1", r#"{"amount":10}"#, charged(4)),
+            // A failed attempt (5xx) is not kept: the retry goes through.
+            pay(
+                4_000,
+                "key-a",
+                "k2",
+                r#"{"amount":5}"#,
+                json!({"status": 502, "body": "bad gateway"}),
+            ),
+            pay(5_000, "key-a", "k2", r#"{"amount":5}"#, charged(5)),
+            // A malformed key.
+            pay(6_000, "key-a", "", r#"{"amount":5}"#, charged(6)),
+        ],
+    );
+    let summary: Vec<(u64, bool, String)> = out
+        .iter()
+        .map(|o| {
+            (
+                o["status"].as_u64().unwrap(),
+                o["upstream_called"].as_bool().unwrap(),
+                o["body"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(summary[0], (201, true, r#"{"charge":1}"#.to_string()));
+    assert_eq!(summary[1], (201, false, r#"{"charge":1}"#.to_string()));
+    assert_eq!(
+        header(&out[1]["headers"], "idempotent-replayed"),
+        Some("true")
+    );
+    assert_eq!(
+        header(&out[1]["headers"], "content-type"),
+        Some("application/json")
+    );
+    assert_eq!((summary[2].0, summary[2].1), (422, false));
+    assert!(summary[2].2.contains("idempotency_key_reused"));
+    assert_eq!(summary[3], (201, true, r#"{"charge":4}"#.to_string()));
+    assert_eq!((summary[4].0, summary[4].1), (502, true));
+    assert_eq!(summary[5], (201, true, r#"{"charge":5}"#.to_string()));
+    assert_eq!((summary[6].0, summary[6].1), (400, false));
+}

@@ -103,16 +103,7 @@ fn reply_from(
     } else {
         hit.body.clone()
     };
-    LocalReply {
-        status,
-        headers,
-        body,
-        request_id: request_id.to_string(),
-        counters: Vec::new(),
-        detail: None,
-        waf: None,
-        usage: None,
-    }
+    LocalReply::new(status, headers, body, request_id)
 }
 
 /// The request-header phase of a cached route: a fresh (or acceptably stale) entry
@@ -222,26 +213,21 @@ pub fn on_response_headers(
         && hit.meta.usable_on_error(now_s, &pending.route.rules)
     {
         let status = format!("{}; detail=origin-{status}", super::status_stale_hit());
-        let mut reply = LocalReply {
-            status: hit.meta.status,
-            headers: hit
-                .meta
+        let mut reply = LocalReply::new(
+            hit.meta.status,
+            hit.meta
                 .serve_headers(now_s, &status)
                 .into_iter()
                 .filter(|(name, _)| !is_per_transfer(name))
                 .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
                 .collect(),
-            body: if pending.method == "HEAD" {
+            if pending.method == "HEAD" {
                 Vec::new()
             } else {
                 hit.body.clone()
             },
-            request_id: request_id.to_string(),
-            counters: Vec::new(),
-            detail: None,
-            waf: None,
-            usage: None,
-        };
+            request_id,
+        );
         reply
             .headers
             .push((STALE_HEADER.to_string(), "1".to_string()));

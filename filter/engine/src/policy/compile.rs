@@ -184,6 +184,9 @@ impl Policy {
                     &format!("{at}.pii_masking"),
                     &mut errors,
                 ),
+                idempotency: route.idempotency.as_ref().map(|d| {
+                    crate::idempotency::compile(d, &format!("{at}.idempotency"), &mut errors)
+                }),
                 cache: route.cache.as_ref().map(|c| {
                     crate::cache::compile::compile_route_cache(
                         c,

@@ -120,6 +120,10 @@ pub struct RouteDocument {
     /// (RFC 9111 as a shared cache), keyed by tenant first.
     #[serde(default)]
     pub cache: Option<crate::cache::document::RouteCacheDocument>,
+    /// Honour `Idempotency-Key` on POST and PATCH: the first completed response is kept
+    /// and replayed to retries; a retry in flight gets 409, a reused key 422.
+    #[serde(default)]
+    pub idempotency: Option<crate::idempotency::IdempotencyDocument>,
 }
 
 /// Request matching. Every condition given must hold.
