@@ -385,6 +385,7 @@ impl Engine {
                 }
                 crate::cache::flow::RequestStep::Forward(pending) => {
                     plan.counters.push((Counter::CacheMisses, 1));
+                    plan.set_headers.extend(pending.validators());
                     plan.cache = Some(pending);
                 }
                 crate::cache::flow::RequestStep::Bypass => {}
@@ -450,8 +451,17 @@ impl Engine {
         headers: &crate::cache::Headers,
         request_id: &str,
         now_ms: u64,
+        store: &dyn SharedData,
     ) -> crate::cache::flow::ResponseStep {
-        crate::cache::flow::on_response_headers(pending, status, headers, request_id, now_ms)
+        crate::cache::flow::on_response_headers(
+            pending,
+            status,
+            headers,
+            request_id,
+            now_ms,
+            self.policy.cache_max_bytes,
+            store,
+        )
     }
 
     /// Stores a response whose headers phase said `store`; returns the counters to add.

@@ -129,7 +129,16 @@ impl TollgateHttp {
             &headers,
             &request_id,
             host::now_ms(),
+            &host::HostSharedData,
         ) {
+            ResponseStep::Revalidated(reply) => {
+                self.cache = None;
+                shared.metrics.add(tollgate_engine::Counter::CacheHits, 1);
+                if let Some(usage) = self.usage.as_mut() {
+                    usage.decisions.cache = Some("revalidated".to_string());
+                }
+                Some(self.reply(&reply))
+            }
             ResponseStep::ServeStale(reply) => {
                 self.cache = None;
                 shared

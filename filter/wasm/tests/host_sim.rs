@@ -811,3 +811,37 @@ fn idempotency_key_replays_the_first_response_and_refuses_a_reused_key() {
     assert_eq!(summary[5], (201, true, r#"{"charge":5}"#.to_string()));
     assert_eq!((summary[6].0, summary[6].1), (400, false));
 }
+
+#[test]
+fn a_stale_entry_is_revalidated_with_its_etag_and_a_304_freshens_it() {
+    let policy = cache_policy("{}");
+    let first = json!({"status": 200, "headers": [["cache-control", "public, max-age=2"],
+        ["etag", "\"v1\""], ["content-type", "text/plain"]], "body": "E-1"});
+    let not_modified = json!({"status": 304, "headers": [["cache-control", "public, max-age=2"],
+        ["etag", "\"v1\""]]});
+    let out = run(
+        &policy,
+        1,
+        &[
+            cached_get(T0_MS, 0, "/v1/doc", "key-a", first),
+            // Stale after 2 s: the cache asks the origin with the ETag; 304.
+            cached_get(T0_MS + 5_000, 0, "/v1/doc", "key-a", not_modified),
+            // Freshened: answered from the cache again, no origin call.
+            cached_get(T0_MS + 6_000, 0, "/v1/doc", "key-a", json!({"status": 500})),
+        ],
+    );
+    assert_eq!(out[1]["status"], 200, "{}", out[1]);
+    assert_eq!(out[1]["body"], "E-1");
+    assert_eq!(
+        header(&out[1]["upstream_request"]["headers"], "if-none-match"),
+        Some("\"v1\"")
+    );
+    assert_eq!(
+        header(&out[1]["headers"], "cache-status"),
+        Some("tollgate; fwd=stale; fwd-status=304")
+    );
+    assert_eq!(
+        (out[2]["body"].as_str(), out[2]["upstream_called"].as_bool()),
+        (Some("E-1"), Some(false))
+    );
+}

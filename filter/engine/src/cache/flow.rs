@@ -49,6 +49,26 @@ pub struct CachePending {
     fwd: &'static str,
     /// A stale entry that may stand in if the origin fails.
     stale: Option<Box<Hit>>,
+    /// The stored entry this request revalidates (its validators went to the origin):
+    /// a 304 freshens it and it answers.
+    revalidating: Option<Box<Hit>>,
+}
+
+impl CachePending {
+    /// Conditional headers to add to the forwarded request (§4.3.1), when the cache
+    /// revalidates its entry.
+    pub fn validators(&self) -> Vec<(String, String)> {
+        self.revalidating
+            .as_ref()
+            .map(|hit| {
+                hit.meta
+                    .revalidation_headers()
+                    .into_iter()
+                    .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The request phase's answer for a cached route.
@@ -70,6 +90,9 @@ pub enum ResponseStep {
     Pass { cache_status: String, store: bool },
     /// The origin failed: answer with the stale entry instead.
     ServeStale(LocalReply),
+    /// The origin said 304 to the cache's own conditional request: the entry was
+    /// freshened and answers (its counters: a hit).
+    Revalidated(LocalReply),
 }
 
 fn request_claim(identity: Option<&Identity>, path: &str) -> Option<String> {
@@ -144,6 +167,7 @@ pub fn on_request(
     };
     let mut fwd = "miss";
     let mut stale = None;
+    let mut revalidating = None;
     if let Some(hit) = found {
         match hit.meta.lookup(request.headers(), now_s, &route.rules) {
             Lookup::Fresh { ttl, .. } => {
@@ -164,7 +188,17 @@ pub fn on_request(
             Lookup::Revalidate | Lookup::Miss => {
                 fwd = "stale";
                 if hit.meta.usable_on_error(now_s, &route.rules) {
-                    stale = Some(Box::new(hit));
+                    stale = Some(Box::new(hit.clone()));
+                }
+                // The client's own conditional headers go through untouched (its 304 is
+                // its own); otherwise the cache asks with the entry's validators.
+                let client_conditional = request.header("if-none-match").is_some()
+                    || request.header("if-modified-since").is_some();
+                if !client_conditional
+                    && request.method() == "GET"
+                    && (hit.meta.etag().is_some() || hit.meta.last_modified().is_some())
+                {
+                    revalidating = Some(Box::new(hit));
                 }
             }
         }
@@ -195,19 +229,59 @@ pub fn on_request(
         request_time: now_s,
         fwd,
         stale,
+        revalidating,
     }))
 }
 
-/// The response-header phase: store the response, pass it on, or — the origin failed —
-/// answer with the stale entry (RFC 5861 `stale-if-error`).
+/// The response-header phase: store the response, pass it on, answer with the entry the
+/// origin just confirmed (304), or — the origin failed — with the stale entry (RFC 5861
+/// `stale-if-error`).
 pub fn on_response_headers(
     pending: &CachePending,
     status: u16,
     headers: &Headers,
     request_id: &str,
     now_ms: u64,
+    max_bytes: u64,
+    store: &dyn SharedData,
 ) -> ResponseStep {
     let now_s = now_ms / 1000;
+    if status == 304
+        && let Some(hit) = &pending.revalidating
+    {
+        let mut meta = hit.meta.clone();
+        let fresh: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .filter(|(name, _)| !is_per_transfer(name) && name != "cache-status")
+            .cloned()
+            .collect();
+        meta.freshen(&fresh, pending.request_time, now_s);
+        // A failed write only means the next request revalidates again.
+        let _ = CacheStore::new(store, max_bytes).update_meta(&pending.digest, &meta);
+        let refreshed = Hit {
+            meta,
+            body: hit.body.clone(),
+        };
+        // RFC 9211 §2.4: forwarded to validate, the origin said not modified.
+        let status = format!("{}; fwd=stale; fwd-status=304", super::CACHE_NAME);
+        let mut reply = LocalReply::new(
+            refreshed.meta.status,
+            refreshed
+                .meta
+                .serve_headers(now_s, &status)
+                .into_iter()
+                .filter(|(name, _)| !is_per_transfer(name))
+                .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+            refreshed.body,
+            request_id,
+        );
+        reply.headers.push((
+            crate::headers::REQUEST_ID.to_string(),
+            request_id.to_string(),
+        ));
+        return ResponseStep::Revalidated(reply);
+    }
     if status >= 500
         && let Some(hit) = &pending.stale
         && hit.meta.usable_on_error(now_s, &pending.route.rules)
