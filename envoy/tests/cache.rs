@@ -1,7 +1,8 @@
 //! The response cache in real Envoy: a second GET is answered from the node's cache
 //! (the echo origin's body names the first request's id, the response the second's); a
-//! tenant never gets another tenant's entry; with the origin gone, a stale copy answers
-//! within `stale_if_error`, marked for the front end.
+//! tenant never gets another tenant's entry; a stale entry is revalidated with its ETag
+//! and the origin's 304 freshens it; with the origin gone, a stale copy answers within
+//! `stale_if_error`, marked for the front end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sha2::{Digest, Sha256};
@@ -28,6 +29,10 @@ routes:
     match: {{ path: {{ exact: /v1/refunds/news }} }}
     cluster: origin
     cache: {{ ttl: 1s, stale_if_error: 1h }}
+  - name: docs
+    match: {{ path: {{ prefix: /v1/docs/ }} }}
+    cluster: origin
+    cache: {{}}
   - name: refunds
     match: {{ path: {{ prefix: /v1/refunds }} }}
     cluster: origin
@@ -93,6 +98,23 @@ fn envoy_answers_from_the_cache_per_tenant_and_stale_while_the_origin_is_down() 
     );
     assert_ne!(b1.body, a1.body);
 
+    // A document with an ETag and a 1 s lifetime: once stale, the cache asks the origin
+    // with If-None-Match; the origin's 304 freshens the entry, which answers.
+    let d1 = envoy.get("/v1/docs/terms", &[]).unwrap();
+    assert_eq!(
+        d1.header("cache-status"),
+        Some("tollgate; fwd=miss; stored")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let d2 = envoy.get("/v1/docs/terms", &[]).unwrap();
+    assert_eq!(d2.status, 200, "{}", d2.body);
+    assert_eq!(
+        d2.header("cache-status"),
+        Some("tollgate; fwd=stale; fwd-status=304")
+    );
+    assert_eq!(d2.body, d1.body);
+    assert_eq!(d2.header("etag"), Some("\"terms-v1\""));
+
     // Public news (the origin says max-age=300; the route's TTL of 1 s wins), an hour
     // of stale-if-error.
     let n1 = envoy.get("/v1/refunds/news", &[]).unwrap();
@@ -108,13 +130,14 @@ fn envoy_answers_from_the_cache_per_tenant_and_stale_while_the_origin_is_down() 
     assert!(n2.header("cache-status").unwrap().contains("hit; stale"));
     assert_eq!(n2.body, n1.body);
     let stats = envoy.wasmcustom_stats().unwrap();
-    assert_eq!(stats.get("wasmcustom.tollgate_cache_hits_total"), Some(&1));
+    // The refund hit and the revalidated document.
+    assert_eq!(stats.get("wasmcustom.tollgate_cache_hits_total"), Some(&2));
     assert_eq!(
         stats.get("wasmcustom.tollgate_cache_stale_hits_total"),
         Some(&1)
     );
     assert_eq!(
         stats.get("wasmcustom.tollgate_cache_stored_total"),
-        Some(&3)
+        Some(&4)
     );
 }

@@ -7,6 +7,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/v1/refunds/{user}` | a refund status for `user`, `cache-control: max-age=300` |
+//! | `/v1/docs/{id}` | a document with `etag: "{id}-v1"`, `cache-control: max-age=1`; `304` (no body) to a matching `If-None-Match` |
 //! | `/status/{code}` | the echo with that status code (100..=599) |
 //! | `/delay/{ms}` | the echo after `ms` milliseconds (capped at [`MAX_DELAY`]) |
 //! | anything else | the echo, 200 |
@@ -99,6 +100,18 @@ pub fn respond(name: &str, req: &ReceivedRequest) -> DemoResponse {
         });
         out.headers
             .push(("cache-control", "max-age=300".to_owned()));
+    } else if let Some(id) = path.strip_prefix("/v1/docs/").filter(|u| is_segment(u)) {
+        let etag = format!("\"{id}-v1\"");
+        let matches = req
+            .headers
+            .iter()
+            .any(|(k, v)| k == "if-none-match" && v.split(',').any(|t| t.trim() == etag));
+        if matches {
+            out.status = 304;
+        }
+        json["doc"] = json!(id);
+        out.headers.push(("etag", etag));
+        out.headers.push(("cache-control", "max-age=1".to_owned()));
     } else if let Some(code) = path.strip_prefix("/status/") {
         match code.parse::<u16>() {
             Ok(code) if (100..=599).contains(&code) => out.status = code,
@@ -195,7 +208,13 @@ fn json_response(
     headers: &[(&'static str, String)],
     json: &Value,
 ) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
+    // A 304 carries no body (RFC 9110 §15.4.5).
+    let body = if status == 304 {
+        Bytes::new()
+    } else {
+        Bytes::from(json.to_string())
+    };
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
