@@ -116,7 +116,7 @@ impl<'a> BodyInputs<'a> {
         let looks_json = matches!(trim(raw).first(), Some(b'{' | b'['));
         if is_json || (content_type.is_empty() && looks_json) {
             match serde_json::from_slice::<serde_json::Value>(raw) {
-                Ok(value) => walk_json(&value, &mut String::new(), &mut json, &mut json_names),
+                Ok(value) => walk_json(value, &mut String::new(), &mut json, &mut json_names),
                 // Malformed or cut at the inspection limit: rules still see it whole, as
                 // one value, rather than nothing.
                 Err(_) => json.push((
@@ -194,8 +194,9 @@ fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String, bool)>) {
     }
 }
 
+/// Consumes the parsed document: strings and names move into the leaves, not copied.
 fn walk_json(
-    value: &serde_json::Value,
+    value: serde_json::Value,
     path: &mut String,
     leaves: &mut Vec<(String, String, bool)>,
     names: &mut Vec<String>,
@@ -207,14 +208,14 @@ fn walk_json(
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                if names.len() < MAX_ITEMS {
-                    names.push(k.clone());
-                }
                 let len = path.len();
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(k);
+                path.push_str(&k);
+                if names.len() < MAX_ITEMS {
+                    names.push(k);
+                }
                 walk_json(v, path, leaves, names);
                 path.truncate(len);
             }
@@ -225,7 +226,7 @@ fn walk_json(
                 walk_json(v, path, leaves, names);
             }
         }
-        Value::String(s) => leaves.push((path.clone(), s.clone(), true)),
+        Value::String(s) => leaves.push((path.clone(), s, true)),
         Value::Number(n) => leaves.push((path.clone(), n.to_string(), false)),
         Value::Bool(b) => leaves.push((path.clone(), b.to_string(), false)),
         Value::Null => {}

@@ -21,6 +21,15 @@ pub fn apply<'a>(transforms: &[WafTransform], value: &'a [u8]) -> Cow<'a, [u8]> 
     current
 }
 
+/// [`apply`] to a value that may itself be owned (values made for the request, such as
+/// the client address as text).
+pub fn apply_cow<'a>(transforms: &[WafTransform], value: Cow<'a, [u8]>) -> Cow<'a, [u8]> {
+    match value {
+        Cow::Borrowed(b) => apply(transforms, b),
+        Cow::Owned(o) => Cow::Owned(apply(transforms, &o).into_owned()),
+    }
+}
+
 fn one(t: WafTransform, v: &[u8]) -> Cow<'_, [u8]> {
     match t {
         WafTransform::UrlDecode => url_decode(v, false),
@@ -38,7 +47,7 @@ fn one(t: WafTransform, v: &[u8]) -> Cow<'_, [u8]> {
         }
         WafTransform::HtmlEntityDecode => html_entity_decode(v),
         WafTransform::Lowercase => {
-            if v.iter().any(u8::is_ascii_uppercase) {
+            if has_uppercase(v) {
                 Cow::Owned(v.to_ascii_lowercase())
             } else {
                 Cow::Borrowed(v)
@@ -46,7 +55,7 @@ fn one(t: WafTransform, v: &[u8]) -> Cow<'_, [u8]> {
         }
         WafTransform::NormalizePath => normalize_path(v),
         WafTransform::RemoveNulls => {
-            if v.contains(&0) {
+            if memchr::memchr(0, v).is_some() {
                 Cow::Owned(v.iter().copied().filter(|b| *b != 0).collect())
             } else {
                 Cow::Borrowed(v)
@@ -56,6 +65,13 @@ fn one(t: WafTransform, v: &[u8]) -> Cow<'_, [u8]> {
         WafTransform::RemoveComments => remove_comments(v),
         WafTransform::Base64Decode => base64_decode(v),
     }
+}
+
+/// Whether `v` has an ASCII capital; checked in blocks without early exit inside a block,
+/// which the compiler vectorises.
+pub fn has_uppercase(v: &[u8]) -> bool {
+    v.chunks(32)
+        .any(|c| c.iter().fold(false, |a, b| a | b.is_ascii_uppercase()))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -69,7 +85,8 @@ fn hex(b: u8) -> Option<u8> {
 
 /// `%XX` (and `%uXXXX` with `unicode`) and `+` → space.
 pub fn url_decode(v: &[u8], unicode: bool) -> Cow<'_, [u8]> {
-    if !v.iter().any(|b| *b == b'%' || *b == b'+') {
+    // SIMD scan: most values have nothing to decode and stay borrowed.
+    if memchr::memchr2(b'%', b'+', v).is_none() {
         return Cow::Borrowed(v);
     }
     let mut out = Vec::with_capacity(v.len());
@@ -144,7 +161,7 @@ fn named_entity(name: &[u8]) -> Option<u8> {
 
 /// HTML entities, named (a useful subset) and numeric, with or without the `;`.
 pub fn html_entity_decode(v: &[u8]) -> Cow<'_, [u8]> {
-    if !v.contains(&b'&') {
+    if memchr::memchr(b'&', v).is_none() {
         return Cow::Borrowed(v);
     }
     let mut out = Vec::with_capacity(v.len());
@@ -269,8 +286,14 @@ fn is_space(b: u8) -> bool {
 }
 
 pub fn compress_whitespace(v: &[u8]) -> Cow<'_, [u8]> {
-    let needs = v.windows(2).any(|w| is_space(w[0]) && is_space(w[1]))
-        || v.iter().any(|b| is_space(*b) && *b != b' ');
+    // One pass: a whitespace byte other than ' ', or two whitespace bytes in a row.
+    let mut previous = false;
+    let needs = v.iter().any(|&b| {
+        let space = is_space(b);
+        let needs = space && (previous || b != b' ');
+        previous = space;
+        needs
+    });
     if !needs {
         return Cow::Borrowed(v);
     }
@@ -293,7 +316,7 @@ pub fn compress_whitespace(v: &[u8]) -> Cow<'_, [u8]> {
 /// Removes `/* ... */` (an unterminated comment runs to the end) and replaces it by a
 /// space, so `UNION/**/SELECT` reads `UNION SELECT`.
 pub fn remove_comments(v: &[u8]) -> Cow<'_, [u8]> {
-    if !v.windows(2).any(|w| w == b"/*") {
+    if memchr::memmem::find(v, b"/*").is_none() {
         return Cow::Borrowed(v);
     }
     let mut out = Vec::with_capacity(v.len());
