@@ -92,6 +92,16 @@ pub fn url_decode(v: &[u8], unicode: bool) -> Cow<'_, [u8]> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
     while i < v.len() {
+        // Copy the run up to the next `%` or `+` in one go.
+        let run = v
+            .get(i..)
+            .and_then(|rest| memchr::memchr2(b'%', b'+', rest))
+            .unwrap_or(v.len() - i);
+        if run > 0 {
+            out.extend_from_slice(v.get(i..i + run).unwrap_or_default());
+            i += run;
+            continue;
+        }
         let b = v[i];
         if b == b'+' {
             out.push(b' ');
@@ -365,6 +375,76 @@ pub fn base64_decode(v: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Byte-at-a-time decoder the run-copying `url_decode` must agree with.
+    fn url_decode_reference(v: &[u8], unicode: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < v.len() {
+            let b = v[i];
+            if b == b'+' {
+                out.push(b' ');
+                i += 1;
+                continue;
+            }
+            if b == b'%' {
+                if let (Some(h), Some(l)) = (
+                    v.get(i + 1).copied().and_then(hex),
+                    v.get(i + 2).copied().and_then(hex),
+                ) {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                if unicode
+                    && matches!(v.get(i + 1), Some(b'u' | b'U'))
+                    && let Some(code) = (2..6).try_fold(0u32, |acc, k| {
+                        v.get(i + k)
+                            .copied()
+                            .and_then(hex)
+                            .map(|d| acc << 4 | u32::from(d))
+                    })
+                {
+                    let code = if (0xff01..=0xff5e).contains(&code) {
+                        code - 0xfee0
+                    } else {
+                        code
+                    };
+                    let c = char::from_u32(code).unwrap_or('\u{fffd}');
+                    out.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes());
+                    i += 6;
+                    continue;
+                }
+            }
+            out.push(b);
+            i += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn url_decode_matches_reference() {
+        let alphabet = b"%+aFu20G";
+        for len in 0..=7u32 {
+            for n in 0..alphabet.len().pow(len) {
+                let mut k = n;
+                let v: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[k % alphabet.len()];
+                        k /= alphabet.len();
+                        b
+                    })
+                    .collect();
+                for unicode in [false, true] {
+                    assert_eq!(
+                        url_decode(&v, unicode).as_ref(),
+                        url_decode_reference(&v, unicode).as_slice(),
+                        "{v:?}"
+                    );
+                }
+            }
+        }
+    }
 
     fn t(ts: &[WafTransform], v: &str) -> String {
         String::from_utf8_lossy(&apply(ts, v.as_bytes())).into_owned()
