@@ -61,10 +61,17 @@ pub(crate) fn compile_waf(
 fn add_section(catalog: &mut WafCatalog, document: &WafDocument, at: &str, errors: &mut Errors) {
     for (i, rule) in document.rules.iter().enumerate() {
         let rat = format!("{at}.rules[{i}]");
-        let Some(compiled) = compile_rule(rule, &rat, errors) else {
+        let Some(mut compiled) = compile_rule(rule, &rat, errors) else {
             catalog.failed.insert(rule.id.clone());
             continue;
         };
+        for condition in &mut compiled.conditions {
+            condition.slots = condition
+                .targets
+                .iter()
+                .map(|t| catalog.waf.slot(t, &condition.transforms))
+                .collect();
+        }
         {
             if catalog.ids.contains_key(&compiled.id) {
                 errors.push(
@@ -246,6 +253,7 @@ fn compile_condition(
         return None;
     }
     Some(Condition {
+        slots: Vec::new(),
         targets,
         transforms: doc.transforms.clone(),
         operator: operator?,
@@ -261,7 +269,9 @@ fn compile_operator(doc: &WafOperatorDocument, at: &str, errors: &mut Errors) ->
         s.as_bytes().to_vec()
     };
     Some(match doc {
-        WafOperatorDocument::Contains(s) => Operator::Contains(non_empty(s, "contains", errors)),
+        WafOperatorDocument::Contains(s) => Operator::Contains(Box::new(
+            memchr::memmem::Finder::new(&non_empty(s, "contains", errors)).into_owned(),
+        )),
         WafOperatorDocument::Equals(s) => Operator::Equals(s.as_bytes().to_vec()),
         WafOperatorDocument::Prefix(s) => Operator::Prefix(non_empty(s, "prefix", errors)),
         WafOperatorDocument::Regex(pattern) => {

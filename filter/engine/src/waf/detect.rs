@@ -172,7 +172,7 @@ impl Detectors {
             return false;
         }
         // Borrowed all the way for the common value: already lower case, single spaces.
-        let lower: std::borrow::Cow<'_, [u8]> = if value.iter().any(u8::is_ascii_uppercase) {
+        let lower: std::borrow::Cow<'_, [u8]> = if transform::has_uppercase(value) {
             std::borrow::Cow::Owned(value.to_ascii_lowercase())
         } else {
             std::borrow::Cow::Borrowed(value)

@@ -109,19 +109,19 @@ impl<'a> BodyInputs<'a> {
     /// `content_type` in lower case, as carried from the header phase.
     pub fn new(content_type: &str, raw: &'a [u8], total_length: usize) -> Self {
         let content_type = content_type.as_bytes();
-        let mut json: Vec<(String, String, bool)> = Vec::new();
+        let mut json: Vec<Leaf<'a>> = Vec::new();
         let mut json_names = Vec::new();
         let mut form = Vec::new();
         let is_json = content_type.windows(4).any(|w| w == b"json");
         let looks_json = matches!(trim(raw).first(), Some(b'{' | b'['));
         if is_json || (content_type.is_empty() && looks_json) {
-            match serde_json::from_slice::<serde_json::Value>(raw) {
-                Ok(value) => walk_json(&value, &mut String::new(), &mut json, &mut json_names),
+            match serde_json::from_slice::<Node<'a>>(raw) {
+                Ok(value) => walk_json(value, &mut String::new(), &mut json, &mut json_names),
                 // Malformed or cut at the inspection limit: rules still see it whole, as
                 // one value, rather than nothing.
                 Err(_) => json.push((
                     String::new(),
-                    String::from_utf8_lossy(raw).into_owned(),
+                    Cow::Owned(String::from_utf8_lossy(raw).into_owned().into_bytes()),
                     true,
                 )),
             }
@@ -138,10 +138,7 @@ impl<'a> BodyInputs<'a> {
         let json_is_text = json.iter().map(|(_, _, text)| *text).collect();
         Self {
             raw,
-            json: json
-                .into_iter()
-                .map(|(p, v, _)| (p, Cow::Owned(v.into_bytes())))
-                .collect(),
+            json: json.into_iter().map(|(p, v, _)| (p, v)).collect(),
             json_is_text,
             json_names,
             form,
@@ -152,7 +149,7 @@ impl<'a> BodyInputs<'a> {
 
 /// XML without a parser: attribute values and text between tags (entities decoded),
 /// as nameless leaves. Enough for rules to see what an XML body carries.
-fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String, bool)>) {
+fn xml_values(raw: &[u8], leaves: &mut Vec<Leaf<'_>>) {
     let text = String::from_utf8_lossy(raw);
     let mut push = |v: &str| {
         let v = v.trim();
@@ -160,7 +157,7 @@ fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String, bool)>) {
             let decoded = super::transform::html_entity_decode(v.as_bytes());
             leaves.push((
                 String::new(),
-                String::from_utf8_lossy(&decoded).into_owned(),
+                Cow::Owned(String::from_utf8_lossy(&decoded).into_owned().into_bytes()),
                 true,
             ));
         }
@@ -194,47 +191,254 @@ fn xml_values(raw: &[u8], leaves: &mut Vec<(String, String, bool)>) {
     }
 }
 
-fn walk_json(
-    value: &serde_json::Value,
+/// A JSON leaf: dotted path, value as text, whether it was a string.
+type Leaf<'a> = (String, Cow<'a, [u8]>, bool);
+
+/// A parsed JSON document, lighter than `serde_json::Value`: strings without escapes
+/// borrow from the body, and object members sit in a vector. Members are sorted by key
+/// with the last of equal keys kept, which is the order and the members `Value`'s map
+/// gives, so the leaves (and which of them fit under [`MAX_ITEMS`]) are the same.
+enum Node<'a> {
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+    Array(Vec<Node<'a>>),
+    String(Cow<'a, str>),
+    Number(serde_json::Number),
+    Bool(bool),
+    Null,
+}
+
+struct NodeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Node<'de>, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Node::Null, Node::Number))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_none<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Node<'de>>()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Node<'de>)> = Vec::new();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            members.push((k, map.next_value::<Node<'de>>()?));
+        }
+        // Stable: equal keys keep their document order, and the last one wins.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(Cow<'de, str>, Node<'de>)> = Vec::with_capacity(members.len());
+        for member in members {
+            match unique.last_mut() {
+                Some(last) if last.0 == member.0 => *last = member,
+                _ => unique.push(member),
+            }
+        }
+        Ok(Node::Object(unique))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Node<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+struct KeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v)))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+fn text<'a>(s: Cow<'a, str>) -> Cow<'a, [u8]> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
+        Cow::Owned(o) => Cow::Owned(o.into_bytes()),
+    }
+}
+
+/// Consumes the parsed document: strings and names move into the leaves, not copied.
+fn walk_json<'a>(
+    value: Node<'a>,
     path: &mut String,
-    leaves: &mut Vec<(String, String, bool)>,
+    leaves: &mut Vec<Leaf<'a>>,
     names: &mut Vec<String>,
 ) {
-    use serde_json::Value;
     if leaves.len() >= MAX_ITEMS {
         return;
     }
     match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                if names.len() < MAX_ITEMS {
-                    names.push(k.clone());
-                }
+        Node::Object(members) => {
+            for (k, v) in members {
                 let len = path.len();
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(k);
+                path.push_str(&k);
+                if names.len() < MAX_ITEMS {
+                    names.push(k.into_owned());
+                }
                 walk_json(v, path, leaves, names);
                 path.truncate(len);
             }
         }
         // Arrays are walked transparently: `items.sku` names every item's `sku`.
-        Value::Array(items) => {
+        Node::Array(items) => {
             for v in items {
                 walk_json(v, path, leaves, names);
             }
         }
-        Value::String(s) => leaves.push((path.clone(), s.clone(), true)),
-        Value::Number(n) => leaves.push((path.clone(), n.to_string(), false)),
-        Value::Bool(b) => leaves.push((path.clone(), b.to_string(), false)),
-        Value::Null => {}
+        Node::String(s) => leaves.push((path.clone(), text(s), true)),
+        Node::Number(n) => {
+            leaves.push((path.clone(), Cow::Owned(n.to_string().into_bytes()), false))
+        }
+        Node::Bool(b) => leaves.push((path.clone(), Cow::Owned(b.to_string().into_bytes()), false)),
+        Node::Null => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The leaves and names as walking a `serde_json::Value` gives them (the reference
+    /// for the lighter `Node`).
+    type Leaves = Vec<(String, Vec<u8>, bool)>;
+
+    fn reference(raw: &[u8]) -> Option<(Leaves, Vec<String>)> {
+        fn walk(
+            value: &serde_json::Value,
+            path: &mut String,
+            leaves: &mut Vec<(String, Vec<u8>, bool)>,
+            names: &mut Vec<String>,
+        ) {
+            use serde_json::Value;
+            if leaves.len() >= MAX_ITEMS {
+                return;
+            }
+            match value {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        if names.len() < MAX_ITEMS {
+                            names.push(k.clone());
+                        }
+                        let len = path.len();
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(k);
+                        walk(v, path, leaves, names);
+                        path.truncate(len);
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, path, leaves, names)),
+                Value::String(s) => leaves.push((path.clone(), s.clone().into_bytes(), true)),
+                Value::Number(n) => leaves.push((path.clone(), n.to_string().into_bytes(), false)),
+                Value::Bool(b) => leaves.push((path.clone(), b.to_string().into_bytes(), false)),
+                Value::Null => {}
+            }
+        }
+        let value = serde_json::from_slice::<serde_json::Value>(raw).ok()?;
+        let (mut leaves, mut names) = (Vec::new(), Vec::new());
+        walk(&value, &mut String::new(), &mut leaves, &mut names);
+        Some((leaves, names))
+    }
+
+    #[test]
+    fn json_leaves_match_serde_value() {
+        let mut docs: Vec<String> = [
+            r#"{"b":1,"a":2,"b":"x","a\u0041":"\"q\"","é":[1.5,-3,18446744073709551615,1e400,true,null]}"#,
+            r#"[{"z":{"y":"1","x":[{"w":"a"},{"w":"b\nc"}]}},"top",2]"#,
+            r#"{"k":"v","k":{"n":"deep"},"k":"last"}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":"\ud800"}"#,
+            r#""just a string""#,
+            "12",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Past the leaf limit, with keys out of order, so the cut falls mid-object.
+        let many: Vec<String> = (0..700)
+            .map(|i| format!(r#"{{"z{i}":"v{i}","a":{i},"m":["x","y"],"a":"dup{i}"}}"#))
+            .collect();
+        docs.push(format!("[{}]", many.join(",")));
+        for doc in &docs {
+            let body = BodyInputs::new("application/json", doc.as_bytes(), doc.len());
+            let got: Vec<(String, Vec<u8>, bool)> = body
+                .json
+                .iter()
+                .zip(&body.json_is_text)
+                .map(|((p, v), t)| (p.clone(), v.to_vec(), *t))
+                .collect();
+            match reference(doc.as_bytes()) {
+                Some((leaves, names)) => {
+                    assert_eq!(got, leaves, "{doc}");
+                    assert_eq!(body.json_names, names, "{doc}");
+                }
+                None => {
+                    assert_eq!(
+                        got,
+                        [(String::new(), doc.as_bytes().to_vec(), true)],
+                        "{doc}"
+                    );
+                    assert!(body.json_names.is_empty());
+                }
+            }
+        }
+    }
 
     #[test]
     fn query_cookies_json_form() {

@@ -12,6 +12,7 @@ pub mod document;
 pub mod inputs;
 pub mod transform;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use aho_corasick::AhoCorasick;
@@ -36,6 +37,8 @@ pub struct Waf {
     detectors: Option<Detectors>,
     /// tenant → mode override
     tenants: Vec<(String, WafMode)>,
+    /// Distinct (target, transformation chain) pairs of all conditions.
+    slots: Vec<(Target, Vec<WafTransform>)>,
 }
 
 #[derive(Debug)]
@@ -51,6 +54,9 @@ pub(crate) struct Rule {
 #[derive(Debug)]
 pub(crate) struct Condition {
     pub targets: Vec<Target>,
+    /// Per target: its (target, transformation chain) slot in [`Waf::slots`], so rules
+    /// sharing a pair share one transformed copy of its values per request.
+    pub slots: Vec<usize>,
     pub transforms: Vec<WafTransform>,
     pub operator: Operator,
     pub negate: bool,
@@ -106,7 +112,8 @@ impl Target {
 
 #[derive(Debug)]
 pub(crate) enum Operator {
-    Contains(Vec<u8>),
+    /// Searcher built once at configure time.
+    Contains(Box<memchr::memmem::Finder<'static>>),
     Equals(Vec<u8>),
     Prefix(Vec<u8>),
     Regex(Regex),
@@ -310,6 +317,8 @@ impl Waf {
             );
         }
         let inputs = HeadInputs::new(request, client_ip);
+        let values = Values::Head(&inputs);
+        let mut cache = self.cache();
         for &index in &route.head_rules {
             let Some(rule) = self.rules.get(index) else {
                 continue;
@@ -317,7 +326,7 @@ impl Waf {
             if rule
                 .conditions
                 .iter()
-                .all(|c| self.condition_holds(c, &Values::Head(&inputs)))
+                .all(|c| self.condition_holds(c, &values, cache.as_mut()))
             {
                 add(
                     &mut verdict,
@@ -342,6 +351,8 @@ impl Waf {
         let inspected = body.get(..route.max_body_bytes).unwrap_or(body);
         verdict.body_truncated = total_length > inspected.len();
         let inputs = BodyInputs::new(&pending.content_type, inspected, total_length);
+        let values = Values::Body(&inputs);
+        let mut cache = self.cache();
         for &index in &route.body_rules {
             let Some(rule) = self.rules.get(index) else {
                 continue;
@@ -349,7 +360,7 @@ impl Waf {
             if rule
                 .conditions
                 .iter()
-                .all(|c| self.condition_holds(c, &Values::Body(&inputs)))
+                .all(|c| self.condition_holds(c, &values, cache.as_mut()))
             {
                 add(
                     &mut verdict,
@@ -362,15 +373,48 @@ impl Waf {
         verdict
     }
 
-    fn condition_holds(&self, condition: &Condition, values: &Values<'_, '_>) -> bool {
+    /// The per-request cache of transformed values (`None` in the reference evaluation
+    /// tests compare against).
+    fn cache<'i>(&self) -> Option<ValueCache<'i>> {
+        #[cfg(test)]
+        if REFERENCE.with(std::cell::Cell::get) {
+            return None;
+        }
+        Some(ValueCache {
+            slots: (0..self.slots.len()).map(|_| None).collect(),
+        })
+    }
+
+    fn condition_holds<'i>(
+        &self,
+        condition: &Condition,
+        values: &Values<'i, '_>,
+        mut cache: Option<&mut ValueCache<'i>>,
+    ) -> bool {
         let mut any = false;
-        for target in &condition.targets {
-            values.each(target, &mut |value: &[u8]| {
-                if !any {
-                    let transformed = transform::apply(&condition.transforms, value);
-                    any = self.operator_matches(&condition.operator, &transformed);
-                }
-            });
+        for (i, target) in condition.targets.iter().enumerate() {
+            let slot = condition.slots.get(i).copied();
+            if let (Some(cache), Some(slot)) = (cache.as_deref_mut(), slot)
+                && let Some(entry) = cache.slots.get_mut(slot)
+            {
+                let transformed = entry.get_or_insert_with(|| {
+                    let mut out = Vec::new();
+                    values.each(target, &mut |value| {
+                        out.push(transform::apply_cow(&condition.transforms, value));
+                    });
+                    out
+                });
+                any = transformed
+                    .iter()
+                    .any(|v| self.operator_matches(&condition.operator, v));
+            } else {
+                values.each(target, &mut |value| {
+                    if !any {
+                        let transformed = transform::apply(&condition.transforms, &value);
+                        any = self.operator_matches(&condition.operator, &transformed);
+                    }
+                });
+            }
             if any {
                 break;
             }
@@ -378,10 +422,25 @@ impl Waf {
         any != condition.negate
     }
 
+    /// The slot of a (target, transformation chain) pair, added when new.
+    pub(crate) fn slot(&mut self, target: &Target, transforms: &[WafTransform]) -> usize {
+        match self
+            .slots
+            .iter()
+            .position(|(t, c)| t == target && c.as_slice() == transforms)
+        {
+            Some(i) => i,
+            None => {
+                self.slots.push((target.clone(), transforms.to_vec()));
+                self.slots.len() - 1
+            }
+        }
+    }
+
     fn operator_matches(&self, operator: &Operator, value: &[u8]) -> bool {
         match operator {
             Operator::Contains(needle) => {
-                needle.is_empty() || value.windows(needle.len()).any(|w| w == needle.as_slice())
+                needle.needle().is_empty() || needle.find(value).is_some()
             }
             Operator::Equals(expected) => value == expected.as_slice(),
             Operator::Prefix(prefix) => value.starts_with(prefix),
@@ -418,14 +477,26 @@ fn add(verdict: &mut WafVerdict, id: &str, score: u32, mode: WafMode) {
     verdict.rules.push(id.to_string());
 }
 
+/// Transformed values per slot, filled on first use in a request phase: rules sharing a
+/// (target, transformation chain) pair transform each value once.
+struct ValueCache<'i> {
+    slots: Vec<Option<Vec<Cow<'i, [u8]>>>>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test switch: evaluate every condition directly (the reference evaluation).
+    static REFERENCE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 enum Values<'i, 'a> {
     Head(&'i HeadInputs<'a>),
     Body(&'i BodyInputs<'a>),
 }
 
-impl Values<'_, '_> {
+impl<'i> Values<'i, '_> {
     /// Calls `f` with every value of `target` (none when the target is absent).
-    fn each(&self, target: &Target, f: &mut dyn FnMut(&[u8])) {
+    fn each(&self, target: &Target, f: &mut dyn FnMut(Cow<'i, [u8]>)) {
         match self {
             Values::Head(h) => head_values(h, target, f),
             Values::Body(b) => body_values(b, target, f),
@@ -433,68 +504,74 @@ impl Values<'_, '_> {
     }
 }
 
-fn head_values(h: &HeadInputs<'_>, target: &Target, f: &mut dyn FnMut(&[u8])) {
+fn head_values<'i>(h: &'i HeadInputs<'_>, target: &Target, f: &mut dyn FnMut(Cow<'i, [u8]>)) {
+    let b = |v: &'i [u8]| Cow::Borrowed(v);
     match target {
-        Target::Method => f(h.head.method().as_bytes()),
-        Target::Path => f(h.head.path_without_query().as_bytes()),
-        Target::Uri => f(h.head.path().as_bytes()),
-        Target::Query => f(h.query_raw.as_bytes()),
-        Target::QueryNames | Target::ArgsNames => h.query.iter().for_each(|(n, _)| f(n)),
-        Target::QueryValues | Target::Args => h.query.iter().for_each(|(_, v)| f(v)),
-        Target::Authority => f(h.head.authority().as_bytes()),
-        Target::Headers => h.head.headers().iter().for_each(|(_, v)| f(v)),
-        Target::HeaderNames => h.head.headers().iter().for_each(|(n, _)| f(n.as_bytes())),
+        Target::Method => f(b(h.head.method().as_bytes())),
+        Target::Path => f(b(h.head.path_without_query().as_bytes())),
+        Target::Uri => f(b(h.head.path().as_bytes())),
+        Target::Query => f(b(h.query_raw.as_bytes())),
+        Target::QueryNames | Target::ArgsNames => h.query.iter().for_each(|(n, _)| f(b(n))),
+        Target::QueryValues | Target::Args => h.query.iter().for_each(|(_, v)| f(b(v))),
+        Target::Authority => f(b(h.head.authority().as_bytes())),
+        Target::Headers => h.head.headers().iter().for_each(|(_, v)| f(b(v))),
+        Target::HeaderNames => h
+            .head
+            .headers()
+            .iter()
+            .for_each(|(n, _)| f(b(n.as_bytes()))),
         Target::Header(name) => h
             .head
             .headers()
             .iter()
             .filter(|(n, _)| n == name)
-            .for_each(|(_, v)| f(v)),
-        Target::Cookies => h.cookies.iter().for_each(|(_, v)| f(v)),
-        Target::CookieNames => h.cookies.iter().for_each(|(n, _)| f(n)),
+            .for_each(|(_, v)| f(b(v))),
+        Target::Cookies => h.cookies.iter().for_each(|(_, v)| f(b(v))),
+        Target::CookieNames => h.cookies.iter().for_each(|(n, _)| f(b(n))),
         Target::Cookie(name) => h
             .cookies
             .iter()
             .filter(|(n, _)| *n == name.as_slice())
-            .for_each(|(_, v)| f(v)),
+            .for_each(|(_, v)| f(b(v))),
         Target::ClientIp => {
             if let Some(ip) = h.client_ip {
-                f(ip.to_string().as_bytes());
+                f(Cow::Owned(ip.to_string().into_bytes()));
             }
         }
         _ => {}
     }
 }
 
-fn body_values(b: &BodyInputs<'_>, target: &Target, f: &mut dyn FnMut(&[u8])) {
+fn body_values<'i>(b: &'i BodyInputs<'_>, target: &Target, f: &mut dyn FnMut(Cow<'i, [u8]>)) {
+    let v = |x: &'i [u8]| Cow::Borrowed(x);
     match target {
-        Target::Body => f(b.raw),
-        Target::BodyLength => f(b.total_length.to_string().as_bytes()),
-        Target::Json => b.json.iter().for_each(|(_, v)| f(v)),
-        Target::JsonNames => b.json_names.iter().for_each(|n| f(n.as_bytes())),
+        Target::Body => f(v(b.raw)),
+        Target::BodyLength => f(Cow::Owned(b.total_length.to_string().into_bytes())),
+        Target::Json => b.json.iter().for_each(|(_, x)| f(v(x))),
+        Target::JsonNames => b.json_names.iter().for_each(|n| f(v(n.as_bytes()))),
         Target::JsonPath(path) => b
             .json
             .iter()
             .filter(|(p, _)| p == path)
-            .for_each(|(_, v)| f(v)),
-        Target::FormValues => b.form.iter().for_each(|(_, v)| f(v)),
-        Target::FormNames => b.form.iter().for_each(|(n, _)| f(n)),
+            .for_each(|(_, x)| f(v(x))),
+        Target::FormValues => b.form.iter().for_each(|(_, x)| f(v(x))),
+        Target::FormNames => b.form.iter().for_each(|(n, _)| f(v(n))),
         Target::Form(name) => b
             .form
             .iter()
             .filter(|(n, _)| n.as_ref() == name.as_slice())
-            .for_each(|(_, v)| f(v)),
+            .for_each(|(_, x)| f(v(x))),
         Target::Args => {
-            b.form.iter().for_each(|(_, v)| f(v));
+            b.form.iter().for_each(|(_, x)| f(v(x)));
             b.json
                 .iter()
                 .zip(&b.json_is_text)
                 .filter(|(_, text)| **text)
-                .for_each(|((_, v), _)| f(v));
+                .for_each(|((_, x), _)| f(v(x)));
         }
         Target::ArgsNames => {
-            b.form.iter().for_each(|(n, _)| f(n));
-            b.json_names.iter().for_each(|n| f(n.as_bytes()));
+            b.form.iter().for_each(|(n, _)| f(v(n)));
+            b.json_names.iter().for_each(|n| f(v(n.as_bytes())));
         }
         _ => {}
     }
@@ -503,6 +580,132 @@ fn body_values(b: &BodyInputs<'_>, target: &Target, f: &mut dyn FnMut(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines of the CRS regression corpus kept in the repository (attack and benign
+    /// payloads, YAML syntax around them) plus hand-picked values.
+    fn payloads() -> Vec<String> {
+        let mut out: Vec<String> = [
+            "",
+            "1' or '1'='1",
+            "<script>alert(1)</script>",
+            "../../etc/passwd",
+            "; cat /etc/passwd",
+            "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+            "${jndi:ldap://x/a}",
+            "http://169.254.169.254/latest/meta-data",
+            "a\0b",
+            "x\r\nSet-Cookie: a=b",
+            "Please deliver after 6 pm, ring twice; thanks!",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpora/crs");
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(text) = std::fs::read_to_string(&path) {
+                    out.extend(text.lines().map(|l| l.trim().to_string()));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn verdicts(waf: &Waf, route: &RouteWaf, payload: &str) -> Vec<WafVerdict> {
+        let enc = |s: &str| {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        };
+        let mut heads = vec![RequestHead::from_pairs([
+            (":method", "GET".to_string()),
+            (":authority", "api.example.com".to_string()),
+            (
+                ":path",
+                format!("/a/{}?q={}&{}=1", enc(payload), enc(payload), enc(payload)),
+            ),
+            ("cookie", format!("s={}", enc(payload))),
+        ])];
+        // Raw into headers only when a header value can carry it.
+        if payload.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            heads.push(RequestHead::from_pairs([
+                (":method", payload.to_string()),
+                (":authority", payload.to_string()),
+                (":path", format!("/{payload}")),
+                ("user-agent", payload.to_string()),
+                ("referer", payload.to_string()),
+                ("content-length", payload.to_string()),
+                ("transfer-encoding", payload.to_string()),
+                ("range", payload.to_string()),
+            ]));
+        }
+        let mut out = Vec::new();
+        let ip = "203.0.113.7".parse().ok();
+        for head in &heads {
+            out.extend(waf.check_head(route, head, ip, None));
+        }
+        let pending = |ct: &str| WafPending {
+            verdict: WafVerdict::default(),
+            mode: None,
+            content_type: ct.to_string(),
+        };
+        let json =
+            serde_json::json!({ "a": payload, payload: [payload, 1], "n": { "m": payload } });
+        let bodies = [
+            ("application/json", json.to_string()),
+            (
+                "application/x-www-form-urlencoded",
+                format!("a={}&{}=2", enc(payload), enc(payload)),
+            ),
+            ("", payload.to_string()),
+            ("text/xml", format!("<a b=\"{payload}\">{payload}</a>")),
+        ];
+        for (ct, body) in &bodies {
+            out.push(waf.check_body(route, &pending(ct), body.as_bytes(), body.len()));
+        }
+        out
+    }
+
+    /// The optimised evaluation (shared transformed values) decides exactly as the
+    /// direct one (each condition transforms and tests its own values) on every payload.
+    #[test]
+    fn shared_evaluation_matches_reference() {
+        let policy = crate::Policy::load(
+            "version: 1\nroutes:\n  - name: a\n    cluster: o\n    waf: { rule_sets: [core, prompt-injection], threshold: 1000 }\n",
+        )
+        .unwrap();
+        let probe = RequestHead::from_pairs([(":path", "/"), (":authority", "a")]);
+        let route = policy.routes.find(&probe).unwrap().1.waf.as_ref().unwrap();
+        let payloads = payloads();
+        assert!(
+            payloads.len() > 1000,
+            "corpus not found: {}",
+            payloads.len()
+        );
+        let mut matched = 0;
+        for payload in &payloads {
+            REFERENCE.with(|r| r.set(true));
+            let reference = verdicts(&policy.waf, route, payload);
+            REFERENCE.with(|r| r.set(false));
+            let optimised = verdicts(&policy.waf, route, payload);
+            assert_eq!(optimised, reference, "{payload:?}");
+            matched += reference.iter().filter(|v| v.matched()).count();
+        }
+        // The inputs do exercise the rules.
+        assert!(matched > 1000, "{matched}");
+    }
 
     #[test]
     fn cidrs() {
