@@ -62,10 +62,15 @@ fn measure(h: &Harness, label: &str) {
     rtt(&url, label, false);
 }
 
-/// Sync round trip: 10 nodes, one sync each per 100 ms, 20 counters + 20 events each.
-/// `lockstep`: all nodes tick at the same instant (worst case); otherwise their ticks
-/// are spread over the interval, as unsynchronised node timers are.
+/// Sync round trip: 10 nodes, one sync each per interval (100 ms, ten times the filter's
+/// default tick, unless `TOLLGATE_SYNC_INTERVAL_MS` says otherwise), 20 counters + 20
+/// events each. `lockstep`: all nodes tick at the same instant (worst case); otherwise
+/// their ticks are spread over the interval, as unsynchronised node timers are.
 fn rtt(url: &str, label: &str, lockstep: bool) {
+    let interval_ms: u64 = std::env::var("TOLLGATE_SYNC_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let tag = if lockstep { "lockstep" } else { "spread" };
     let work: Vec<Vec<Vec<u8>>> = (0..10)
         .map(|n| bodies(&format!("rtt-{tag}{n}"), 50, 20, 20))
@@ -78,7 +83,7 @@ fn rtt(url: &str, label: &str, lockstep: bool) {
                 let url = url.to_owned();
                 s.spawn(move || {
                     if !lockstep {
-                        std::thread::sleep(Duration::from_millis(10 * n as u64));
+                        std::thread::sleep(Duration::from_millis(interval_ms / 10 * n as u64));
                     }
                     w.iter()
                         .map(|body| {
@@ -86,7 +91,9 @@ fn rtt(url: &str, label: &str, lockstep: bool) {
                             let r = request("POST", &url, Some(body.clone()));
                             let rtt = t.elapsed();
                             assert_eq!(r.status, 200, "{}", r.text);
-                            std::thread::sleep(Duration::from_millis(100).saturating_sub(rtt));
+                            std::thread::sleep(
+                                Duration::from_millis(interval_ms).saturating_sub(rtt),
+                            );
                             rtt
                         })
                         .collect::<Vec<_>>()
@@ -101,7 +108,7 @@ fn rtt(url: &str, label: &str, lockstep: bool) {
     rtts.sort();
     let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
     println!(
-        "{label}: sync round trip, 10 nodes {tag}, {} syncs: p50 {:?}, p99 {:?}, max {:?}",
+        "{label}: sync round trip, 10 nodes {tag} every {interval_ms} ms, {} syncs: p50 {:?}, p99 {:?}, max {:?}",
         rtts.len(),
         pct(0.50),
         pct(0.99),
