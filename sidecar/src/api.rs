@@ -158,9 +158,9 @@ async fn sync<S: Store>(
 ) -> Result<Json<SyncResponse>, ApiError> {
     let now = now_ms();
     let batch = req.prepare(now, app.retention_ms)?;
-    let outcome = app
+    let (outcome, totals) = app
         .store
-        .apply_batch(&batch, now, app.retention_ms)
+        .apply_batch_with_totals(&batch, now, app.retention_ms)
         .await
         .map_err(|e| app.store_err(e))?;
     let m = &app.metrics;
@@ -178,11 +178,6 @@ async fn sync<S: Store>(
     let nodes = app
         .store
         .heartbeat(&batch.node_id, now)
-        .await
-        .map_err(|e| app.store_err(e))?;
-    let totals = app
-        .store
-        .counters(&batch.node_id, &batch.counters)
         .await
         .map_err(|e| app.store_err(e))?;
     let plans = app

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use redb::{
@@ -63,6 +64,11 @@ struct Inner {
     db: Database,
     /// Node liveness is only meaningful for 10 s, so it is not worth a disk write.
     nodes: Mutex<HashMap<String, u64>>,
+    /// Newest committed plan and purge sequences. Every sync asks for the feeds, and
+    /// nearly always nothing is new: this answers that without a read transaction. This
+    /// process is the file's only writer (redb locks it), so memory is authoritative.
+    latest_plan_seq: AtomicU64,
+    latest_purge_seq: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -99,6 +105,8 @@ impl EmbeddedStore {
         }
         txn.commit().map_err(db_err)?;
         let inner = Arc::new(Inner {
+            latest_plan_seq: AtomicU64::new(current_seq(&db, META_PLAN_SEQ)?),
+            latest_purge_seq: AtomicU64::new(current_seq(&db, META_PURGE_SEQ)?),
             db,
             nodes: Mutex::new(HashMap::new()),
         });
@@ -211,28 +219,63 @@ fn apply_in(
         let mut rollups = txn.open_table(ROLLUPS).map_err(db_err)?;
         let mut rollup_exp = txn.open_table(ROLLUP_EXP).map_err(db_err)?;
         for ((tenant, minute), add) in fresh {
-            let mut r = match rollups.get((tenant, minute)).map_err(db_err)? {
-                Some(v) => serde_json::from_slice::<Rollup>(v.value()).map_err(corrupt)?,
-                None => Rollup {
-                    minute_ms: minute,
-                    ..Rollup::default()
-                },
+            let stored = match rollups.get((tenant, minute)).map_err(db_err)? {
+                Some(v) => Some(serde_json::from_slice::<Rollup>(v.value()).map_err(corrupt)?),
+                None => None,
             };
+            // The expiry index entry is written with the rollup's first events only:
+            // rewriting an existing key still dirties its page, and every page costs
+            // commit time.
+            if stored.is_none() {
+                rollup_exp.insert((minute, tenant), ()).map_err(db_err)?;
+            }
+            let mut r = stored.unwrap_or(Rollup {
+                minute_ms: minute,
+                ..Rollup::default()
+            });
             merge_capped(&mut r, &add);
             let bytes = serde_json::to_vec(&r).map_err(corrupt)?;
             rollups
                 .insert((tenant, minute), bytes.as_slice())
                 .map_err(db_err)?;
-            rollup_exp.insert((minute, tenant), ()).map_err(db_err)?;
         }
     }
     Ok(outcome)
 }
 
+/// Fleet and own totals of each window as `node` sees them, from any table handle (a
+/// read transaction's, or the writer's own, which sees its uncommitted writes).
+fn read_totals(
+    total: &impl ReadableTable<(u64, u64, u64, &'static str), u64>,
+    per_node: &impl ReadableTable<(u64, u64, u64, &'static str, &'static str), u64>,
+    node: &str,
+    windows: &[CounterDelta],
+) -> Result<Vec<CounterTotals>, StoreError> {
+    let mut out = Vec::with_capacity(windows.len());
+    for c in windows {
+        let end = c.window_start_ms.saturating_add(c.window_ms);
+        let fleet_total = total
+            .get((end, c.window_start_ms, c.window_ms, c.key.as_str()))
+            .map_err(db_err)?
+            .map_or(0, |v| v.value());
+        let own = per_node
+            .get((end, c.window_start_ms, c.window_ms, c.key.as_str(), node))
+            .map_err(db_err)?
+            .map_or(0, |v| v.value());
+        out.push(CounterTotals { fleet_total, own });
+    }
+    Ok(out)
+}
+
+/// What the writer answers a sync job: the batch's outcome and its windows' totals.
+type Applied = (BatchOutcome, Vec<CounterTotals>);
+
 /// Applies every job of one group in one transaction and one fsync. If anything
 /// fails, the whole group is rolled back and every job gets the error (the nodes
-/// retry; nothing was counted).
-fn commit_group(db: &Database, jobs: &[Job]) -> Result<Vec<BatchOutcome>, StoreError> {
+/// retry; nothing was counted). The totals each sync answers with are read in the same
+/// transaction after the whole group is applied: no second transaction or thread hop
+/// per sync.
+fn commit_group(db: &Database, jobs: &[Job]) -> Result<Vec<Applied>, StoreError> {
     let mut txn = db.begin_write().map_err(db_err)?;
     // The default already, but it is the promise the sync answer rests on: commit
     // returns only once the group is on disk.
@@ -241,14 +284,21 @@ fn commit_group(db: &Database, jobs: &[Job]) -> Result<Vec<BatchOutcome>, StoreE
         .iter()
         .map(|j| apply_in(&txn, &j.batch, j.now_ms))
         .collect::<Result<Vec<_>, _>>()?;
+    let totals = {
+        let total = txn.open_table(CTR_TOTAL).map_err(db_err)?;
+        let per_node = txn.open_table(CTR_NODE).map_err(db_err)?;
+        jobs.iter()
+            .map(|j| read_totals(&total, &per_node, &j.batch.node_id, &j.batch.counters))
+            .collect::<Result<Vec<_>, _>>()?
+    };
     txn.commit().map_err(db_err)?;
-    Ok(outcomes)
+    Ok(outcomes.into_iter().zip(totals).collect())
 }
 
 struct Job {
     batch: PreparedBatch,
     now_ms: u64,
-    reply: oneshot::Sender<Result<BatchOutcome, StoreError>>,
+    reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
 /// Group commit: syncs from many nodes tend to arrive together (they tick on the
@@ -440,13 +490,12 @@ fn get_plan(db: &Database, tenant: &str) -> Result<Option<PlanRecord>, StoreErro
     }
 }
 
-impl Store for EmbeddedStore {
-    async fn apply_batch(
+impl EmbeddedStore {
+    async fn apply_in_writer(
         &self,
         batch: &PreparedBatch,
         now_ms: u64,
-        _retention_ms: u64,
-    ) -> Result<BatchOutcome, StoreError> {
+    ) -> Result<Applied, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(Job {
@@ -458,6 +507,26 @@ impl Store for EmbeddedStore {
         answer
             .await
             .map_err(|_| StoreError::Task("writer thread stopped".into()))?
+    }
+}
+
+impl Store for EmbeddedStore {
+    async fn apply_batch(
+        &self,
+        batch: &PreparedBatch,
+        now_ms: u64,
+        _retention_ms: u64,
+    ) -> Result<BatchOutcome, StoreError> {
+        Ok(self.apply_in_writer(batch, now_ms).await?.0)
+    }
+
+    async fn apply_batch_with_totals(
+        &self,
+        batch: &PreparedBatch,
+        now_ms: u64,
+        _retention_ms: u64,
+    ) -> Result<(BatchOutcome, Vec<CounterTotals>), StoreError> {
+        self.apply_in_writer(batch, now_ms).await
     }
 
     async fn counters(
@@ -471,26 +540,7 @@ impl Store for EmbeddedStore {
             let txn = inner.db.begin_read().map_err(db_err)?;
             let total = txn.open_table(CTR_TOTAL).map_err(db_err)?;
             let per_node = txn.open_table(CTR_NODE).map_err(db_err)?;
-            let mut out = Vec::with_capacity(windows.len());
-            for c in &windows {
-                let end = c.window_start_ms.saturating_add(c.window_ms);
-                let fleet_total = total
-                    .get((end, c.window_start_ms, c.window_ms, c.key.as_str()))
-                    .map_err(db_err)?
-                    .map_or(0, |v| v.value());
-                let own = per_node
-                    .get((
-                        end,
-                        c.window_start_ms,
-                        c.window_ms,
-                        c.key.as_str(),
-                        node.as_str(),
-                    ))
-                    .map_err(db_err)?
-                    .map_or(0, |v| v.value());
-                out.push(CounterTotals { fleet_total, own });
-            }
-            Ok(out)
+            read_totals(&total, &per_node, &node, &windows)
         })
         .await
     }
@@ -561,6 +611,7 @@ impl Store for EmbeddedStore {
             };
             write_plan(&txn, &rec)?;
             txn.commit().map_err(db_err)?;
+            inner.latest_plan_seq.fetch_max(rec.seq, Ordering::AcqRel);
             Ok(rec)
         })
         .await
@@ -601,12 +652,19 @@ impl Store for EmbeddedStore {
             };
             write_plan(&txn, &tomb)?;
             txn.commit().map_err(db_err)?;
+            inner.latest_plan_seq.fetch_max(tomb.seq, Ordering::AcqRel);
             Ok(Some(tomb))
         })
         .await
     }
 
     async fn plans_since(&self, since: u64, limit: usize) -> Result<Feed<PlanRecord>, StoreError> {
+        if since >= self.inner.latest_plan_seq.load(Ordering::Acquire) {
+            return Ok(Feed {
+                items: Vec::new(),
+                next_seq: since,
+            });
+        }
         self.blocking(move |inner| {
             let latest = current_seq(&inner.db, META_PLAN_SEQ)?;
             let txn = inner.db.begin_read().map_err(db_err)?;
@@ -655,6 +713,7 @@ impl Store for EmbeddedStore {
                 }
             }
             txn.commit().map_err(db_err)?;
+            inner.latest_purge_seq.fetch_max(rec.seq, Ordering::AcqRel);
             Ok(rec)
         })
         .await
@@ -665,6 +724,12 @@ impl Store for EmbeddedStore {
         since: u64,
         limit: usize,
     ) -> Result<Feed<PurgeRecord>, StoreError> {
+        if since >= self.inner.latest_purge_seq.load(Ordering::Acquire) {
+            return Ok(Feed {
+                items: Vec::new(),
+                next_seq: since,
+            });
+        }
         self.blocking(move |inner| {
             let latest = current_seq(&inner.db, META_PURGE_SEQ)?;
             let txn = inner.db.begin_read().map_err(db_err)?;

@@ -61,6 +61,21 @@ pub trait Store: Send + Sync + 'static {
         retention_ms: u64,
     ) -> impl Future<Output = Result<BatchOutcome, StoreError>> + Send;
 
+    /// [`Store::apply_batch`], then [`Store::counters`] for the batch's windows. A store
+    /// that can read the totals in the applying transaction overrides it.
+    fn apply_batch_with_totals(
+        &self,
+        batch: &PreparedBatch,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> impl Future<Output = Result<(BatchOutcome, Vec<CounterTotals>), StoreError>> + Send {
+        async move {
+            let outcome = self.apply_batch(batch, now_ms, retention_ms).await?;
+            let totals = self.counters(&batch.node_id, &batch.counters).await?;
+            Ok((outcome, totals))
+        }
+    }
+
     /// Totals for each window, in the order given, as seen by `node_id`.
     fn counters(
         &self,

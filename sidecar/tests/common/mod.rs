@@ -57,7 +57,10 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"))
+        // TOLLGATE_SIDECAR_BIN: another build to measure side by side with this one.
+        let bin = std::env::var_os("TOLLGATE_SIDECAR_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tollgate-sidecar").into());
+        let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
