@@ -207,16 +207,20 @@ pub struct FleetState {
     pub synced_at_ms: u64,
     pub purge_seq: u64,
     pub override_seq: u64,
+    /// Tenants with a plan override in force on this node. While it is 0 — nearly
+    /// always — a request does not look its tenant's override up.
+    pub live_overrides: u64,
 }
 
 impl FleetState {
-    fn encode(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
+    fn encode(&self) -> [u8; 40] {
+        let mut out = [0u8; 40];
         for (chunk, v) in out.chunks_exact_mut(8).zip([
             self.nodes,
             self.synced_at_ms,
             self.purge_seq,
             self.override_seq,
+            self.live_overrides,
         ]) {
             chunk.copy_from_slice(&v.to_le_bytes());
         }
@@ -224,8 +228,10 @@ impl FleetState {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut f = [0u64; 4];
-        if bytes.len() != 32 {
+        let mut f = [0u64; 5];
+        // 32 bytes: written by a build without the override count (shared data outlives
+        // a plugin reload), so the count is unknown and every lookup is made.
+        if bytes.len() != 40 && bytes.len() != 32 {
             return None;
         }
         for (field, chunk) in f.iter_mut().zip(bytes.chunks_exact(8)) {
@@ -236,6 +242,7 @@ impl FleetState {
             synced_at_ms: f[1],
             purge_seq: f[2],
             override_seq: f[3],
+            live_overrides: if bytes.len() == 32 { u64::MAX } else { f[4] },
         })
     }
 }
@@ -301,8 +308,8 @@ pub fn admit(
     cost: u64,
     now_ms: u64,
     stale_after_ms: u64,
+    nodes: u64,
 ) -> Result<Admission, FleetError> {
-    let nodes = fleet_state(store)?.nodes;
     counters::admit(
         store,
         limits,
@@ -376,8 +383,12 @@ pub fn apply_response(
     for view in &response.counters {
         counters::apply_view(store, limits, view, now_ms)?;
     }
+    // u64::MAX: unknown (the state was written by an older build). It stays unknown,
+    // which only means every request looks its tenant up, as that build did.
+    let mut live_overrides = fleet_state(store)?.live_overrides;
     for record in &response.overrides {
         let key = format!("{OVERRIDE_PREFIX}{}", record.tenant);
+        let was_live = matches!(store.get(&key), Ok(Some((bytes, _))) if !bytes.is_empty());
         // A removed override is emptied (shared data has no delete).
         let value = if record.deleted {
             Vec::new()
@@ -387,6 +398,14 @@ pub fn apply_response(
         store
             .set(&key, &value, None)
             .map_err(|_| FleetError::Store)?;
+        // The feed may repeat a record: counting from the stored value keeps it exact.
+        if live_overrides != u64::MAX {
+            match (was_live, record.deleted) {
+                (false, false) => live_overrides += 1,
+                (true, true) => live_overrides = live_overrides.saturating_sub(1),
+                _ => {}
+            }
+        }
     }
     for purge in &response.purges {
         purge.apply(store)?;
@@ -396,6 +415,7 @@ pub fn apply_response(
         synced_at_ms: now_ms,
         purge_seq: response.purge_seq,
         override_seq: response.override_seq,
+        live_overrides,
     };
     store
         .set(STATE_KEY, &state.encode(), None)

@@ -17,6 +17,32 @@ fn event(id: &str) -> UsageEvent {
     }
 }
 
+/// [`super::admit`] with the node count read from the fleet state, as the limiter does.
+#[allow(clippy::too_many_arguments)]
+fn admit(
+    store: &dyn SharedData,
+    limits: &FleetLimits,
+    key: &str,
+    limit: u64,
+    window_ms: u64,
+    cost: u64,
+    now_ms: u64,
+    stale_after_ms: u64,
+) -> Result<Admission, FleetError> {
+    let nodes = fleet_state(store)?.nodes;
+    super::admit(
+        store,
+        limits,
+        key,
+        limit,
+        window_ms,
+        cost,
+        now_ms,
+        stale_after_ms,
+        nodes,
+    )
+}
+
 fn batch(bytes: &[u8]) -> SyncRequest {
     serde_json::from_slice(bytes).unwrap()
 }
@@ -436,4 +462,46 @@ fn unwritten_chunk_is_waited_for_then_skipped_and_counted() {
     let b = batch(&take_batch(&store, &limits, "n1", "b3", 11_000).unwrap());
     assert_eq!(b.usage, vec![event("e3")]);
     assert_eq!(usage_queue(&store).unwrap(), (0, 2));
+}
+
+#[test]
+fn live_override_count_follows_the_feed_exactly() {
+    let store = MemorySharedData::default();
+    let limits = FleetLimits::default();
+    let answer = |batch: &str, overrides: &str| {
+        take_batch(&store, &limits, "n1", batch, 1_000).unwrap();
+        apply_response(
+            &store,
+            &limits,
+            format!(r#"{{"batch_id":"{batch}","nodes":1,"overrides":[{overrides}]}}"#).as_bytes(),
+            1_000,
+        )
+        .unwrap()
+        .live_overrides
+    };
+    assert_eq!(fleet_state(&store).unwrap().live_overrides, 0);
+    let acme = r#"{"tenant":"acme","plan":"pro","limits":{}}"#;
+    let beta = r#"{"tenant":"beta","plan":"free","limits":{}}"#;
+    assert_eq!(answer("b1", &format!("{acme},{beta}")), 2);
+    // The feed repeats a record (resumed page): still two.
+    assert_eq!(answer("b2", acme), 2);
+    let acme_gone = r#"{"tenant":"acme","plan":"","limits":{},"deleted":true}"#;
+    assert_eq!(answer("b3", acme_gone), 1);
+    assert_eq!(answer("b4", acme_gone), 1);
+    assert!(tenant_override(&store, "acme").unwrap().is_none());
+    assert_eq!(
+        tenant_override(&store, "beta").unwrap().unwrap().plan,
+        "free"
+    );
+}
+
+#[test]
+fn state_from_an_older_build_keeps_every_lookup() {
+    let store = MemorySharedData::default();
+    let mut old = [0u8; 32];
+    old[..8].copy_from_slice(&3u64.to_le_bytes());
+    store.set(STATE_KEY, &old, None).unwrap();
+    let state = fleet_state(&store).unwrap();
+    assert_eq!(state.nodes, 3);
+    assert_eq!(state.live_overrides, u64::MAX);
 }

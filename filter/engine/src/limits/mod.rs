@@ -161,9 +161,18 @@ impl RateLimits {
     ) -> LimitOutcome<'_> {
         let mut outcome = LimitOutcome::default();
         let tenant_shadow = self.tenant_in_shadow(input.identity);
+        // The node's fleet view, read at most once per request; a shared-data failure
+        // reads as `None`, which global limits count as a store error.
+        let mut fleet_state: Option<Option<crate::fleet::FleetState>> = None;
+        let mut fleet_state_once =
+            || *fleet_state.get_or_insert_with(|| crate::fleet::fleet_state(store).ok());
         // Plan overrides set at the sidecar reach every node with the sync.
         let live = match (self.fleet, input.identity.and_then(|i| i.tenant.as_deref())) {
-            (Some(_), Some(tenant)) => crate::fleet::tenant_override(store, tenant).ok().flatten(),
+            (Some(_), Some(tenant))
+                if fleet_state_once().is_some_and(|state| state.live_overrides > 0) =>
+            {
+                crate::fleet::tenant_override(store, tenant).ok().flatten()
+            }
             _ => None,
         };
         for route_limit in route_limits {
@@ -196,20 +205,30 @@ impl RateLimits {
                     Some(fleet),
                 ) if limit.global => {
                     // Report the tighter of the local bucket and the fleet window.
-                    self.admit_global(limit, &quota, fp, route_limit.cost, now_ms, store, fleet)
-                        .map(|v| match v {
-                            Verdict::Allow {
-                                remaining,
-                                reset_ms,
-                                new_tat,
-                            } => Verdict::Allow {
-                                remaining: remaining.min(local),
-                                reset_ms,
-                                new_tat,
-                            },
-                            deny => deny,
-                        })
-                        .map(|v| (v, evicted))
+                    let nodes = fleet_state_once().map(|state| state.nodes);
+                    self.admit_global(
+                        limit,
+                        &quota,
+                        fp,
+                        route_limit.cost,
+                        now_ms,
+                        store,
+                        fleet,
+                        nodes,
+                    )
+                    .map(|v| match v {
+                        Verdict::Allow {
+                            remaining,
+                            reset_ms,
+                            new_tat,
+                        } => Verdict::Allow {
+                            remaining: remaining.min(local),
+                            reset_ms,
+                            new_tat,
+                        },
+                        deny => deny,
+                    })
+                    .map(|v| (v, evicted))
                 }
                 (other, _) => other,
             };
@@ -266,7 +285,9 @@ impl RateLimits {
         now_ms: u64,
         store: &dyn SharedData,
         fleet: FleetSettings,
+        nodes: Option<u64>,
     ) -> Result<Verdict, StoreUnavailable> {
+        let nodes = nodes.ok_or(StoreUnavailable)?;
         let window_ms = quota.period_ms.get();
         let fleet_key = format!("{}:{fp:016x}", limit.name);
         let admission = crate::fleet::admit(
@@ -278,6 +299,7 @@ impl RateLimits {
             cost,
             now_ms,
             fleet.stale_after_ms,
+            nodes,
         )
         .map_err(|_| StoreUnavailable)?;
         let reset_ms = window_ms - now_ms % window_ms;
