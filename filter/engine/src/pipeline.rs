@@ -406,16 +406,8 @@ impl Engine {
         request_id: &str,
     ) -> Option<crate::idempotency::IdemStep> {
         let pending = check.idempotency.as_ref()?;
-        // Unique per claim: a fresh id from this VM's generator.
-        let nonce = self
-            .request_ids
-            .generate()
-            .bytes()
-            .filter(u8::is_ascii_hexdigit)
-            .take(16)
-            .fold(0u64, |n, b| {
-                (n << 4) | u64::from((b as char).to_digit(16).unwrap_or(0))
-            });
+        // Unique per claim: a fresh value from this VM's generator (seeded per VM).
+        let nonce = self.request_ids.next_u64();
         Some(crate::idempotency::on_body(
             pending, body, now_ms, nonce, store, request_id,
         ))

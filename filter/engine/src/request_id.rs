@@ -29,10 +29,7 @@ impl RequestIdGenerator {
 
     /// A fresh id shaped like a UUID v4 (what logs and tracing tools expect).
     pub fn generate(&self) -> String {
-        let n = self.counter.get().wrapping_add(1);
-        self.counter.set(n);
-        let hi = splitmix64(self.seed ^ n.rotate_left(17));
-        let lo = splitmix64(hi ^ self.seed.rotate_left(29) ^ n);
+        let (hi, lo) = self.next_pair();
         let hi = (hi & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
         let lo = (lo & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
         format!(
@@ -43,6 +40,19 @@ impl RequestIdGenerator {
             lo >> 48,
             lo & 0xFFFF_FFFF_FFFF
         )
+    }
+
+    /// A fresh 64-bit value from the same sequence (never repeats within the VM's
+    /// 2^64 draws), for tokens that are compared, not shown.
+    pub fn next_u64(&self) -> u64 {
+        self.next_pair().0
+    }
+
+    fn next_pair(&self) -> (u64, u64) {
+        let n = self.counter.get().wrapping_add(1);
+        self.counter.set(n);
+        let hi = splitmix64(self.seed ^ n.rotate_left(17));
+        (hi, splitmix64(hi ^ self.seed.rotate_left(29) ^ n))
     }
 }
 
@@ -68,6 +78,13 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!(is_reusable(a.as_bytes()));
+    }
+
+    #[test]
+    fn u64_draws_do_not_repeat() {
+        let g = RequestIdGenerator::new(7);
+        let drawn: std::collections::HashSet<u64> = (0..10_000).map(|_| g.next_u64()).collect();
+        assert_eq!(drawn.len(), 10_000);
     }
 
     #[test]
