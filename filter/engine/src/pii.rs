@@ -74,6 +74,14 @@ impl PiiMasker {
             .map_err(|e| format!("PII patterns: {e}"))
     }
 
+    /// The process's masker, compiled on first use: the patterns do not depend on the
+    /// policy, so a policy reload (a new `Engine`) does not compile them again. `None`
+    /// only if they fail to compile, which a test rules out.
+    pub fn shared() -> Option<&'static Self> {
+        static MASKER: std::sync::OnceLock<Option<PiiMasker>> = std::sync::OnceLock::new();
+        MASKER.get_or_init(|| Self::new().ok()).as_ref()
+    }
+
     /// Masks `text` in place from `from` on; returns where the next scan must start and how
     /// much of `text` is final. With `last`, everything is final.
     fn scan(&self, kinds: PiiKinds, text: &mut [u8], from: usize, last: bool) -> usize {
@@ -234,6 +242,12 @@ mod tests {
 
     fn masker() -> PiiMasker {
         PiiMasker::new().unwrap()
+    }
+
+    #[test]
+    fn the_shared_masker_compiles_once() {
+        let first = PiiMasker::shared().unwrap();
+        assert!(std::ptr::eq(first, PiiMasker::shared().unwrap()));
     }
 
     #[test]

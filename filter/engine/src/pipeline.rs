@@ -18,7 +18,7 @@ pub struct Engine {
     request_ids: RequestIdGenerator,
     /// Compiled once per VM; `None` only if the built-in patterns failed to compile, in
     /// which case masked routes fail closed.
-    pii: Option<crate::pii::PiiMasker>,
+    pii: Option<&'static crate::pii::PiiMasker>,
     /// Finished usage records not yet in shared data.
     usage: crate::usage::UsageBuffer,
 }
@@ -34,7 +34,7 @@ impl Engine {
         Self {
             policy,
             request_ids: RequestIdGenerator::new(entropy),
-            pii: crate::pii::PiiMasker::new().ok(),
+            pii: crate::pii::PiiMasker::shared(),
             usage: crate::usage::UsageBuffer::default(),
         }
     }
