@@ -58,9 +58,9 @@ pub(crate) fn draft(
         key_id: identity.key_id.clone(),
         risk_score: 0,
         decisions: Decisions {
-            auth: Some(identity.method.clone()),
-            limit: (!route.limits.is_empty()).then(|| "allow".to_string()),
-            waf: route.waf.is_some().then(|| "pass".to_string()),
+            auth: Some(identity.method.clone().into()),
+            limit: (!route.limits.is_empty()).then_some("allow".into()),
+            waf: route.waf.is_some().then_some("pass".into()),
             cache: None,
         },
         latency_ms: 0,
@@ -69,14 +69,14 @@ pub(crate) fn draft(
         Decision::Forward(plan) => {
             event.risk_score = plan.risk_score;
             if plan.cache.is_some() {
-                event.decisions.cache = Some("miss".to_string());
+                event.decisions.cache = Some("miss".into());
             }
             if plan
                 .set_headers
                 .iter()
                 .any(|(name, _)| name == crate::headers::SHADOW_LIMITED)
             {
-                event.decisions.limit = Some("shadow_deny".to_string());
+                event.decisions.limit = Some("shadow_deny".into());
             }
             if let Some(verdict) = &plan.waf {
                 event.decisions.waf = Some(
@@ -85,7 +85,7 @@ pub(crate) fn draft(
                     } else {
                         "match"
                     }
-                    .to_string(),
+                    .into(),
                 );
             }
         }
@@ -103,7 +103,7 @@ pub(crate) fn draft(
                     } else {
                         "hit"
                     }
-                    .to_string(),
+                    .into(),
                 );
             }
         }
@@ -116,12 +116,12 @@ pub fn note_reply(event: &mut UsageEvent, reply: &LocalReply) {
     event.status = reply.status;
     let d = &mut event.decisions;
     match reply.detail {
-        Some("rate_limited") => d.limit = Some("deny".to_string()),
-        Some("velocity_exceeded") => d.limit = Some("velocity_deny".to_string()),
-        Some("waf_blocked") => d.waf = Some("block".to_string()),
-        Some("body_too_large") => d.waf = Some("body_too_large".to_string()),
-        Some(other) if reply.status == 403 => d.auth = Some(format!("forbidden:{other}")),
-        Some(other) if reply.status == 401 => d.auth = Some(format!("refused:{other}")),
+        Some("rate_limited") => d.limit = Some("deny".into()),
+        Some("velocity_exceeded") => d.limit = Some("velocity_deny".into()),
+        Some("waf_blocked") => d.waf = Some("block".into()),
+        Some("body_too_large") => d.waf = Some("body_too_large".into()),
+        Some(other) if reply.status == 403 => d.auth = Some(format!("forbidden:{other}").into()),
+        Some(other) if reply.status == 401 => d.auth = Some(format!("refused:{other}").into()),
         _ => {}
     }
 }

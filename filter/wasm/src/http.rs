@@ -135,7 +135,7 @@ impl TollgateHttp {
                 self.cache = None;
                 shared.metrics.add(tollgate_engine::Counter::CacheHits, 1);
                 if let Some(usage) = self.usage.as_mut() {
-                    usage.decisions.cache = Some("revalidated".to_string());
+                    usage.decisions.cache = Some("revalidated".into());
                 }
                 Some(self.reply(&reply))
             }
@@ -145,7 +145,7 @@ impl TollgateHttp {
                     .metrics
                     .add(tollgate_engine::Counter::CacheStaleHits, 1);
                 if let Some(usage) = self.usage.as_mut() {
-                    usage.decisions.cache = Some("stale_if_error".to_string());
+                    usage.decisions.cache = Some("stale_if_error".into());
                 }
                 Some(self.reply(&reply))
             }

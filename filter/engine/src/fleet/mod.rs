@@ -22,6 +22,7 @@ pub(crate) use compile::compile_sidecar;
 pub use driver::{SyncCall, SyncDriver, SyncOutcome};
 pub use usage::{Flushed, push_usage, usage_queue};
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -77,13 +78,14 @@ pub struct CounterDelta {
     pub delta: u64,
 }
 
-/// What each stage decided, for the usage record.
+/// What each stage decided, for the usage record. Mostly fixed words, borrowed rather
+/// than allocated for every request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Decisions {
-    pub auth: Option<String>,
-    pub limit: Option<String>,
-    pub waf: Option<String>,
-    pub cache: Option<String>,
+    pub auth: Option<Cow<'static, str>>,
+    pub limit: Option<Cow<'static, str>>,
+    pub waf: Option<Cow<'static, str>>,
+    pub cache: Option<Cow<'static, str>>,
 }
 
 /// One request, as billing sees it.
