@@ -16,8 +16,8 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::{
-    CounterView, EventCounts, MAX_FEED, MINUTE_MS, PlanBody, PurgeBody, Rollup, SyncRequest,
-    SyncResponse, UsageResponse, check_name,
+    CounterView, EventCounts, MAX_FEED, MINUTE_MS, PlanBody, PreparedBatch, PurgeBody, Rollup,
+    SyncRequest, SyncResponse, UsageResponse, check_name,
 };
 use crate::store::{Store, StoreError};
 use crate::timefmt::parse_time_ms;
@@ -157,7 +157,7 @@ async fn sync<S: Store>(
     JsonBody(req): JsonBody<SyncRequest, SYNC_BODY_LIMIT>,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let now = now_ms();
-    let batch = req.prepare(now, app.retention_ms)?;
+    let batch = PreparedBatch::from_request(&req, now, app.retention_ms)?;
     let (outcome, totals) = app
         .store
         .apply_batch_with_totals(&batch, now, app.retention_ms)

@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
+// The sync protocol's types are shared with the filter (one wire definition).
+pub use tollgate_protocol::{
+    CounterDelta, CounterView, Decisions, EventCounts, PlanRecord, PurgeBy, PurgeMode, PurgeRecord,
+    SyncRequest, SyncResponse, UsageEvent,
+};
+
 /// One minute, the usage rollup granularity.
 pub const MINUTE_MS: u64 = 60_000;
 /// A node counts as alive this long after its last sync.
@@ -34,95 +40,6 @@ pub const MAX_FEED: usize = 1_000;
 /// Purges kept for nodes that were away; older ones are forgotten.
 pub const PURGES_KEPT: u64 = 10_000;
 
-/// `POST /v1/sync` body. Unknown fields are ignored so that a newer filter can talk to
-/// an older sidecar during a rolling upgrade.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SyncRequest {
-    pub node_id: String,
-    pub batch_id: String,
-    pub sent_at_ms: u64,
-    #[serde(default)]
-    pub counters: Vec<CounterDelta>,
-    #[serde(default)]
-    pub usage: Vec<UsageEvent>,
-    /// Highest purge sequence the node has applied (0: none).
-    #[serde(default)]
-    pub purge_seq: u64,
-    /// Highest plan-override sequence the node has applied (0: none).
-    #[serde(default)]
-    pub override_seq: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct CounterDelta {
-    pub key: String,
-    pub window_start_ms: u64,
-    pub window_ms: u64,
-    pub delta: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct UsageEvent {
-    pub event_id: String,
-    pub tenant: String,
-    pub timestamp_ms: u64,
-    pub route: String,
-    pub method: String,
-    pub status: u16,
-    #[serde(default)]
-    pub plan: String,
-    #[serde(default)]
-    pub key_id: Option<String>,
-    #[serde(default)]
-    pub risk_score: f64,
-    #[serde(default)]
-    pub decisions: Decisions,
-    #[serde(default)]
-    pub latency_ms: u64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct Decisions {
-    #[serde(default)]
-    pub auth: Option<String>,
-    #[serde(default)]
-    pub limit: Option<String>,
-    #[serde(default)]
-    pub waf: Option<String>,
-    #[serde(default)]
-    pub cache: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CounterView {
-    pub key: String,
-    pub window_start_ms: u64,
-    pub window_ms: u64,
-    pub fleet_total: u64,
-    pub others: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct EventCounts {
-    pub accepted: u64,
-    pub duplicate: u64,
-    pub dropped: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SyncResponse {
-    pub batch_id: String,
-    pub duplicate: bool,
-    pub nodes: u64,
-    pub counters: Vec<CounterView>,
-    pub overrides: Vec<PlanRecord>,
-    pub override_seq: u64,
-    pub purges: Vec<PurgeRecord>,
-    pub purge_seq: u64,
-    pub events: EventCounts,
-    pub server_time_ms: u64,
-}
-
 /// `PUT /v1/tenants/{tenant}/plan` body. Typed by operators, so unknown fields are an
 /// error: a misspelt `limit` must not silently mean "no limits".
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -133,34 +50,6 @@ pub struct PlanBody {
     pub limits: BTreeMap<String, u64>,
 }
 
-/// A plan override as stored and as sent to nodes; `deleted` marks a removed override
-/// so that nodes drop it.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct PlanRecord {
-    pub tenant: String,
-    pub plan: String,
-    pub limits: BTreeMap<String, u64>,
-    pub seq: u64,
-    pub updated_at_ms: u64,
-    pub deleted: bool,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PurgeBy {
-    Key,
-    Prefix,
-    SurrogateKey,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PurgeMode {
-    #[default]
-    Hard,
-    Soft,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeBody {
@@ -168,15 +57,6 @@ pub struct PurgeBody {
     pub value: String,
     #[serde(default)]
     pub mode: PurgeMode,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct PurgeRecord {
-    pub seq: u64,
-    pub by: PurgeBy,
-    pub value: String,
-    pub mode: PurgeMode,
-    pub created_at_ms: u64,
 }
 
 /// Per tenant per minute usage, as stored and as returned by `GET /v1/usage`.
@@ -293,26 +173,30 @@ fn status_class(status: u16) -> Option<&'static str> {
     }
 }
 
-impl SyncRequest {
+impl PreparedBatch {
     /// Validates the whole batch (any malformed item rejects it, so nothing is half
     /// applied) and prepares it for a store. Events older than the retention horizon or
     /// too far in the future are dropped and counted, not rejected: a node that was
     /// away long must still be able to deliver the rest of its queue.
-    pub fn prepare(&self, now_ms: u64, retention_ms: u64) -> Result<PreparedBatch, ApiError> {
-        check_name("node_id", &self.node_id)?;
-        check_text("batch_id", &self.batch_id, MAX_ID_LEN)?;
-        if self.counters.len() > MAX_COUNTERS {
+    pub fn from_request(
+        req: &SyncRequest,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<Self, ApiError> {
+        check_name("node_id", &req.node_id)?;
+        check_text("batch_id", &req.batch_id, MAX_ID_LEN)?;
+        if req.counters.len() > MAX_COUNTERS {
             return Err(ApiError::invalid(format!(
                 "at most {MAX_COUNTERS} counters per batch"
             )));
         }
-        if self.usage.len() > MAX_EVENTS {
+        if req.usage.len() > MAX_EVENTS {
             return Err(ApiError::invalid(format!(
                 "at most {MAX_EVENTS} usage events per batch"
             )));
         }
         let mut merged: BTreeMap<(String, u64, u64), u64> = BTreeMap::new();
-        for (i, c) in self.counters.iter().enumerate() {
+        for (i, c) in req.counters.iter().enumerate() {
             check_text(&format!("counters[{i}].key"), &c.key, MAX_KEY_LEN)?;
             if c.window_ms == 0 || c.window_ms > MAX_WINDOW_MS {
                 return Err(ApiError::invalid(format!(
@@ -331,16 +215,16 @@ impl SyncRequest {
         }
         let oldest = now_ms.saturating_sub(retention_ms);
         let newest = now_ms.saturating_add(MAX_FUTURE_SKEW_MS);
-        let mut events = Vec::with_capacity(self.usage.len());
+        let mut events = Vec::with_capacity(req.usage.len());
         let mut dropped = 0;
-        for (i, e) in self.usage.iter().enumerate() {
+        for (i, e) in req.usage.iter().enumerate() {
             check_text(&format!("usage[{i}].event_id"), &e.event_id, MAX_ID_LEN)?;
             check_name(&format!("usage[{i}].tenant"), &e.tenant)?;
             check_text(&format!("usage[{i}].route"), &e.route, MAX_ROUTE_LEN)?;
             check_text(&format!("usage[{i}].method"), &e.method, 32)?;
-            if !e.risk_score.is_finite() {
+            if e.risk_score > 100 {
                 return Err(ApiError::invalid(format!(
-                    "usage[{i}].risk_score must be a finite number"
+                    "usage[{i}].risk_score must be 0..=100"
                 )));
             }
             let Some(class) = status_class(e.status) else {
@@ -363,8 +247,8 @@ impl SyncRequest {
             });
         }
         Ok(PreparedBatch {
-            node_id: self.node_id.clone(),
-            batch_id: self.batch_id.clone(),
+            node_id: req.node_id.clone(),
+            batch_id: req.batch_id.clone(),
             counters: merged
                 .into_iter()
                 .map(|((key, window_start_ms, window_ms), delta)| CounterDelta {
@@ -410,6 +294,13 @@ impl PlanBody {
 
 impl PurgeBody {
     pub fn validate(&self) -> Result<(), ApiError> {
+        // `Other` keeps older nodes reading newer feeds; from an operator it is the same
+        // 400 as any other malformed body.
+        if self.by == PurgeBy::Other {
+            return Err(ApiError::bad_json(
+                "by: unknown kind, expected one of `key`, `prefix`, `surrogate_key`",
+            ));
+        }
         check_text("value", &self.value, MAX_KEY_LEN)
     }
 }
@@ -430,7 +321,7 @@ mod tests {
             status: 200,
             plan: "free".into(),
             key_id: None,
-            risk_score: 0.0,
+            risk_score: 0,
             decisions: Decisions::default(),
             latency_ms: 3,
         }
@@ -456,8 +347,7 @@ mod tests {
             window_ms: 60_000,
             delta: d,
         };
-        let p = batch(vec![c(2), c(3)], vec![])
-            .prepare(100_000, 1_000_000)
+        let p = PreparedBatch::from_request(&batch(vec![c(2), c(3)], vec![]), 100_000, 1_000_000)
             .unwrap();
         assert_eq!(p.counters.len(), 1);
         assert_eq!(p.counters[0].delta, 5);
@@ -466,16 +356,15 @@ mod tests {
     #[test]
     fn drops_events_outside_retention_and_future_skew() {
         let now = 100 * MINUTE_MS;
-        let p = batch(
+        let request = batch(
             vec![],
             vec![
                 event("old", now - 50 * MINUTE_MS),
                 event("ok", now - 5 * MINUTE_MS),
                 event("future", now + 10 * MINUTE_MS),
             ],
-        )
-        .prepare(now, 10 * MINUTE_MS)
-        .unwrap();
+        );
+        let p = PreparedBatch::from_request(&request, now, 10 * MINUTE_MS).unwrap();
         assert_eq!(p.dropped_events, 2);
         assert_eq!(p.events.len(), 1);
         assert_eq!(p.events[0].minute_ms, now - 5 * MINUTE_MS);
@@ -485,17 +374,17 @@ mod tests {
     fn rejects_bad_items() {
         let mut e = event("x", 1);
         e.status = 42;
-        assert!(batch(vec![], vec![e]).prepare(10, 10).is_err());
+        assert!(PreparedBatch::from_request(&batch(vec![], vec![e]), 10, 10).is_err());
         let mut e = event("x", 1);
         e.tenant = "a:b".into();
-        assert!(batch(vec![], vec![e]).prepare(10, 10).is_err());
+        assert!(PreparedBatch::from_request(&batch(vec![], vec![e]), 10, 10).is_err());
         let c = CounterDelta {
             key: "k".into(),
             window_start_ms: 0,
             window_ms: 0,
             delta: 1,
         };
-        assert!(batch(vec![c], vec![]).prepare(10, 10).is_err());
+        assert!(PreparedBatch::from_request(&batch(vec![c], vec![]), 10, 10).is_err());
     }
 
     #[test]

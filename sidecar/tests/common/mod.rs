@@ -277,7 +277,7 @@ pub fn event(id: &str, tenant: &str, ts: u64, route: &str, status: u16, latency:
     json!({
         "event_id": id, "tenant": tenant, "timestamp_ms": ts, "route": route,
         "method": "GET", "status": status, "plan": "free", "key_id": "k1",
-        "risk_score": 0.1,
+        "risk_score": 10,
         "decisions": {"auth": "allow", "limit": "allow", "waf": "pass", "cache": "miss"},
         "latency_ms": latency
     })

@@ -358,7 +358,7 @@ fn index_remove(store: &dyn SharedData, key: &str, ids: &[&str]) -> Result<(), F
 pub(super) fn apply_view(
     store: &dyn SharedData,
     limits: &FleetLimits,
-    view: &super::CounterView,
+    view: &tollgate_protocol::CounterView,
     now_ms: u64,
 ) -> Result<(), FleetError> {
     let id = record_id(&view.key, view.window_ms.max(1));

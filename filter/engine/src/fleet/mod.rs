@@ -22,10 +22,12 @@ pub(crate) use compile::compile_sidecar;
 pub use driver::{SyncCall, SyncDriver, SyncOutcome};
 pub use usage::{Flushed, push_usage, usage_queue};
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+// The sync protocol's types are shared with the sidecar (one wire definition).
+pub use tollgate_protocol::{CounterDelta, Decisions, SyncRequest, UsageEvent};
+use tollgate_protocol::{PurgeBy, PurgeMode, PurgeRecord, SyncResponse};
 
 use crate::shared::{SetError, SharedData};
 
@@ -70,64 +72,6 @@ pub enum FleetError {
     WrongBatch { expected: String, got: String },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CounterDelta {
-    pub key: String,
-    pub window_start_ms: u64,
-    pub window_ms: u64,
-    pub delta: u64,
-}
-
-/// What each stage decided, for the usage record. Mostly fixed words, borrowed rather
-/// than allocated for every request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Decisions {
-    pub auth: Option<Cow<'static, str>>,
-    pub limit: Option<Cow<'static, str>>,
-    pub waf: Option<Cow<'static, str>>,
-    pub cache: Option<Cow<'static, str>>,
-}
-
-/// One request, as billing sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UsageEvent {
-    pub event_id: String,
-    pub tenant: String,
-    pub timestamp_ms: u64,
-    pub route: String,
-    pub method: String,
-    pub status: u16,
-    pub plan: String,
-    pub key_id: Option<String>,
-    /// 0–100 (the sidecar reads any JSON number).
-    pub risk_score: u32,
-    pub decisions: Decisions,
-    pub latency_ms: u64,
-}
-
-/// `POST /v1/sync` body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SyncRequest {
-    pub node_id: String,
-    pub batch_id: String,
-    pub sent_at_ms: u64,
-    pub counters: Vec<CounterDelta>,
-    pub usage: Vec<UsageEvent>,
-    pub purge_seq: u64,
-    pub override_seq: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-struct CounterView {
-    key: String,
-    window_start_ms: u64,
-    window_ms: u64,
-    #[serde(default)]
-    others: u64,
-    #[serde(default)]
-    fleet_total: u64,
-}
-
 /// A plan override for one tenant, set by an operator at the sidecar.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TenantOverride {
@@ -140,63 +84,25 @@ pub struct TenantOverride {
     pub limits: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct OverrideRecord {
-    tenant: String,
-    #[serde(flatten)]
-    value: TenantOverride,
-    #[serde(default)]
-    deleted: bool,
-}
-
 const OVERRIDE_PREFIX: &str = "tg:fleet:ovr:";
 
-/// A cache purge posted at the sidecar: `value` is `<tenant>:<target>`.
-#[derive(Debug, Clone, Deserialize)]
-struct PurgeRecord {
-    by: String,
-    value: String,
-    #[serde(default)]
-    mode: String,
-}
-
-impl PurgeRecord {
-    /// Applies it to this node's cache; unknown kinds and values without a tenant are
-    /// skipped (a newer sidecar may know more kinds).
-    fn apply(&self, store: &dyn SharedData) -> Result<(), FleetError> {
-        let Some((tenant, target)) = self.value.split_once(':') else {
-            return Ok(());
-        };
-        let target = match self.by.as_str() {
-            "key" => crate::cache::PurgeTarget::Key(target.to_string()),
-            "prefix" => crate::cache::PurgeTarget::Prefix(target.to_string()),
-            "surrogate_key" => crate::cache::PurgeTarget::Surrogate(target.to_string()),
-            _ => return Ok(()),
-        };
-        // The byte bound matters only when storing.
-        crate::cache::CacheStore::new(store, u64::MAX)
-            .purge(tenant, &target, self.mode == "soft")
-            .map(|_| ())
-            .map_err(|_| FleetError::Store)
-    }
-}
-
-/// The parts of the sidecar's answer the filter uses; the rest is ignored so that a newer
-/// sidecar can answer an older filter.
-#[derive(Debug, Clone, Deserialize)]
-struct SyncResponse {
-    batch_id: String,
-    nodes: u64,
-    #[serde(default)]
-    counters: Vec<CounterView>,
-    #[serde(default)]
-    overrides: Vec<OverrideRecord>,
-    #[serde(default)]
-    purges: Vec<PurgeRecord>,
-    #[serde(default)]
-    purge_seq: u64,
-    #[serde(default)]
-    override_seq: u64,
+/// Applies a purge from the sidecar's feed to this node's cache; kinds this build does
+/// not know and values without a tenant are skipped (a newer sidecar may know more).
+fn apply_purge(purge: &PurgeRecord, store: &dyn SharedData) -> Result<(), FleetError> {
+    let Some((tenant, target)) = purge.value.split_once(':') else {
+        return Ok(());
+    };
+    let target = match purge.by {
+        PurgeBy::Key => crate::cache::PurgeTarget::Key(target.to_string()),
+        PurgeBy::Prefix => crate::cache::PurgeTarget::Prefix(target.to_string()),
+        PurgeBy::SurrogateKey => crate::cache::PurgeTarget::Surrogate(target.to_string()),
+        PurgeBy::Other => return Ok(()),
+    };
+    // The byte bound matters only when storing.
+    crate::cache::CacheStore::new(store, u64::MAX)
+        .purge(tenant, &target, purge.mode == PurgeMode::Soft)
+        .map(|_| ())
+        .map_err(|_| FleetError::Store)
 }
 
 /// Node-wide view of the fleet, kept in shared data as 32 bytes (read on every
@@ -395,7 +301,11 @@ pub fn apply_response(
         let value = if record.deleted {
             Vec::new()
         } else {
-            serde_json::to_vec(&record.value).map_err(|_| FleetError::Store)?
+            let live = TenantOverride {
+                plan: record.plan.clone(),
+                limits: record.limits.clone(),
+            };
+            serde_json::to_vec(&live).map_err(|_| FleetError::Store)?
         };
         store
             .set(&key, &value, None)
@@ -410,7 +320,7 @@ pub fn apply_response(
         }
     }
     for purge in &response.purges {
-        purge.apply(store)?;
+        apply_purge(purge, store)?;
     }
     let state = FleetState {
         nodes: response.nodes,
