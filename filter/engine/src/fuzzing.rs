@@ -164,3 +164,32 @@ pub fn waf_inputs(data: &[u8]) {
         }
     }
 }
+
+/// Any response body, cut into chunks at any points (sizes taken from the first bytes),
+/// through the PII masker: the chunked output is exactly the one-chunk output, and as
+/// long as the input (`content-length` stays right).
+pub fn pii_stream(data: &[u8]) {
+    let Some((&cuts, body)) = data.split_first() else {
+        return;
+    };
+    let Some(masker) = crate::pii::PiiMasker::shared() else {
+        return;
+    };
+    let kinds = crate::pii::PiiKinds::ALL;
+    let whole = crate::pii::MaskStream::default().push(masker, kinds, body, true);
+    assert_eq!(whole.len(), body.len(), "masking changed the length");
+    // Chunk sizes cycle through 1..=16 scaled by `cuts`, so small and large cuts occur.
+    let mut stream = crate::pii::MaskStream::default();
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    let mut step = 0usize;
+    while !rest.is_empty() {
+        step += 1;
+        let size = (usize::from(cuts) * step % 16 + 1).min(rest.len());
+        let (chunk, tail) = rest.split_at(size);
+        out.extend(stream.push(masker, kinds, chunk, false));
+        rest = tail;
+    }
+    out.extend(stream.push(masker, kinds, &[], true));
+    assert_eq!(out, whole, "chunk boundaries changed the masking");
+}

@@ -47,3 +47,8 @@ fn jwt_token_corpus_replays_without_panic() {
 fn waf_inputs_corpus_replays_without_panic() {
     assert!(replay("waf_inputs", tollgate_engine::fuzzing::waf_inputs) >= 9);
 }
+
+#[test]
+fn pii_stream_corpus_replays_without_panic() {
+    assert!(replay("pii_stream", tollgate_engine::fuzzing::pii_stream) >= 5);
+}
