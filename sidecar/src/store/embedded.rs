@@ -8,7 +8,10 @@
 //! - `batches` (node, batch_id) -> received_ms, `batch_exp` (received_ms, node, batch_id)
 //! - `ctr_total` (end_ms, start_ms, window_ms, key) -> fleet total
 //! - `ctr_node` (end_ms, start_ms, window_ms, key, node) -> that node's total
-//! - `events` (tenant, event_id) -> minute_ms, `event_exp` (minute_ms, tenant, event_id)
+//! - `event_ids` (minute_ms, tenant, event_id): the events seen, for de-duplication. A
+//!   node re-sends a record unchanged, so its minute is part of its identity; keyed
+//!   minute first, one table serves both the duplicate check and expiry (a range), and
+//!   a sync's inserts land in the current minute's pages.
 //! - `rollups` (tenant, minute_ms) -> JSON [`Rollup`], `rollup_exp` (minute_ms, tenant)
 //! - `plans` tenant -> JSON [`PlanRecord`], `plan_seq` seq -> tenant
 //! - `purges` seq -> JSON [`PurgeRecord`], `meta` name -> u64 (sequence counters)
@@ -35,8 +38,9 @@ const BATCH_EXP: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("
 const CTR_TOTAL: TableDefinition<(u64, u64, u64, &str), u64> = TableDefinition::new("ctr_total");
 const CTR_NODE: TableDefinition<(u64, u64, u64, &str, &str), u64> =
     TableDefinition::new("ctr_node");
-const EVENTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("events");
-const EVENT_EXP: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("event_exp");
+const EVENT_IDS: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("event_ids");
+/// The layout before `event_ids`; dropped when found.
+const OLD_EVENT_TABLES: [&str; 2] = ["events", "event_exp"];
 const ROLLUPS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("rollups");
 const ROLLUP_EXP: TableDefinition<(u64, &str), ()> = TableDefinition::new("rollup_exp");
 const PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("plans");
@@ -94,8 +98,12 @@ impl EmbeddedStore {
             txn.open_table(BATCH_EXP).map_err(db_err)?;
             txn.open_table(CTR_TOTAL).map_err(db_err)?;
             txn.open_table(CTR_NODE).map_err(db_err)?;
-            txn.open_table(EVENTS).map_err(db_err)?;
-            txn.open_table(EVENT_EXP).map_err(db_err)?;
+            txn.open_table(EVENT_IDS).map_err(db_err)?;
+            for old in OLD_EVENT_TABLES {
+                let old: TableDefinition<(), ()> = TableDefinition::new(old);
+                // Only its name matters for deleting; a missing table is not an error.
+                txn.delete_table(old).map_err(db_err)?;
+            }
             txn.open_table(ROLLUPS).map_err(db_err)?;
             txn.open_table(ROLLUP_EXP).map_err(db_err)?;
             txn.open_table(PLANS).map_err(db_err)?;
@@ -193,20 +201,16 @@ fn apply_in(
         }
     }
     {
-        let mut events = txn.open_table(EVENTS).map_err(db_err)?;
-        let mut event_exp = txn.open_table(EVENT_EXP).map_err(db_err)?;
+        let mut event_ids = txn.open_table(EVENT_IDS).map_err(db_err)?;
         let mut fresh: BTreeMap<(&str, u64), Rollup> = BTreeMap::new();
         for e in &batch.events {
-            let key = (e.tenant.as_str(), e.event_id.as_str());
+            let key = (e.minute_ms, e.tenant.as_str(), e.event_id.as_str());
             // insert() returns the old value: present means delivered before (or
             // earlier in this very batch).
-            if events.insert(key, e.minute_ms).map_err(db_err)?.is_some() {
+            if event_ids.insert(key, ()).map_err(db_err)?.is_some() {
                 outcome.events_duplicate += 1;
                 continue;
             }
-            event_exp
-                .insert((e.minute_ms, key.0, key.1), ())
-                .map_err(db_err)?;
             outcome.events_accepted += 1;
             fresh
                 .entry((e.tenant.as_str(), e.minute_ms))
@@ -377,10 +381,9 @@ fn expire_once(inner: &Inner, now_ms: u64, retention_ms: u64) -> Result<u64, Sto
         removed += old.len() as u64;
     }
     {
-        let mut exp = txn.open_table(EVENT_EXP).map_err(db_err)?;
-        let mut main = txn.open_table(EVENTS).map_err(db_err)?;
+        let mut event_ids = txn.open_table(EVENT_IDS).map_err(db_err)?;
         let mut old = Vec::new();
-        for row in exp
+        for row in event_ids
             .range((0u64, "", "")..(horizon, "", ""))
             .map_err(db_err)?
         {
@@ -392,8 +395,9 @@ fn expire_once(inner: &Inner, now_ms: u64, retention_ms: u64) -> Result<u64, Sto
             }
         }
         for (m, t, id) in &old {
-            exp.remove((*m, t.as_str(), id.as_str())).map_err(db_err)?;
-            main.remove((t.as_str(), id.as_str())).map_err(db_err)?;
+            event_ids
+                .remove((*m, t.as_str(), id.as_str()))
+                .map_err(db_err)?;
         }
         removed += old.len() as u64;
     }

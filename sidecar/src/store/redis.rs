@@ -8,7 +8,9 @@
 //! - `tg:batch:{node}:{batch_id}` string, TTL = retention
 //! - `tg:ctr:{window_ms}:{start_ms}:{key}` hash node -> total, `~total` -> fleet total
 //! - `tg:nodes` zset node -> last sync ms
-//! - `tg:ev:{tenant}:{event_id}` string, expires with the event's minute
+//! - `tg:ev:{tenant}:{minute_ms}:{event_id}` string, expires with the event's minute (a
+//!   node re-sends a record unchanged, so its minute is part of its identity, as in the
+//!   embedded store)
 //! - `tg:use:{tenant}:{minute_ms}` hash `count`, `lat`, `s:2xx`.., `r:{route}`.., `nroutes`
 //! - `tg:umin:{tenant}` zset of the minutes that have a rollup
 //! - `tg:plans` hash tenant -> JSON record, `tg:planseq` zset tenant -> seq,
@@ -246,7 +248,7 @@ impl Store for RedisStore {
                 .map(|e| {
                     trims.insert(e.tenant.as_str(), ());
                     [
-                        format!("tg:ev:{}:{}", e.tenant, e.event_id),
+                        format!("tg:ev:{}:{}:{}", e.tenant, e.minute_ms, e.event_id),
                         (e.minute_ms + retention_ms).to_string(),
                         use_key(&e.tenant, e.minute_ms),
                         index_key(&e.tenant),
