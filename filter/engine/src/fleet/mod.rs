@@ -105,8 +105,9 @@ fn apply_purge(purge: &PurgeRecord, store: &dyn SharedData) -> Result<(), FleetE
         .map_err(|_| FleetError::Store)
 }
 
-/// Node-wide view of the fleet, kept in shared data as 32 bytes (read on every
-/// global-limit check). Per-counter views live in the counter records.
+/// Node-wide view of the fleet, kept in shared data as 40 bytes (read at most once per
+/// request: for a tenant's override check and the global limits). Per-counter views live
+/// in the counter records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FleetState {
     /// Nodes the sidecar last reported (0: never heard from it).
