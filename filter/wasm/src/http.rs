@@ -35,7 +35,7 @@ pub struct TollgateHttp {
 struct IdemFill {
     claim: Box<IdemClaim>,
     headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
+    body: CappedBody,
 }
 
 struct CacheFill {
@@ -43,7 +43,32 @@ struct CacheFill {
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
     /// The body so far, once the headers phase decided to store it.
-    body: Option<Vec<u8>>,
+    body: Option<CappedBody>,
+}
+
+/// A response body kept for later (a cache entry, an idempotent replay), up to a bound.
+struct CappedBody {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl CappedBody {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Appends `chunk`; `false` when the body would pass the bound (it is then not
+    /// worth keeping, and the caller gives it up).
+    fn push(&mut self, chunk: &[u8]) -> bool {
+        if self.bytes.len() + chunk.len() > self.limit {
+            return false;
+        }
+        self.bytes.extend_from_slice(chunk);
+        true
+    }
 }
 
 impl TollgateHttp {
@@ -162,7 +187,9 @@ impl TollgateHttp {
                 }
                 fill.status = self.status;
                 fill.headers = headers;
-                fill.body = Some(Vec::new());
+                fill.body = Some(CappedBody::new(
+                    tollgate_engine::cache::flow::max_object_bytes(&fill.pending),
+                ));
                 if end_of_stream {
                     self.collect_for_cache(&shared, &[], true);
                 }
@@ -178,7 +205,7 @@ impl TollgateHttp {
                 &fill.claim,
                 self.status,
                 &fill.headers,
-                &fill.body,
+                &fill.body.bytes,
                 host::now_ms(),
                 &host::HostSharedData,
             );
@@ -193,18 +220,16 @@ impl TollgateHttp {
         let Some(body) = fill.body.as_mut() else {
             return;
         };
-        if body.len() + chunk.len() > tollgate_engine::cache::flow::max_object_bytes(&fill.pending)
-        {
+        if !body.push(chunk) {
             self.cache = None; // too large to keep: it passes uncached
             return;
         }
-        body.extend_from_slice(chunk);
         if end_of_stream {
             let counters = shared.engine.cache_store(
                 &fill.pending,
                 fill.status,
                 &fill.headers,
-                body,
+                &body.bytes,
                 host::now_ms(),
                 &host::HostSharedData,
             );
@@ -248,9 +273,9 @@ impl TollgateHttp {
                     Some(IdemStep::Reply(reply)) => return self.reply(&reply),
                     Some(IdemStep::Proceed(claim)) => {
                         self.idempotency = Some(IdemFill {
+                            body: CappedBody::new(claim.max_response_bytes),
                             claim,
                             headers: Vec::new(),
-                            body: Vec::new(),
                         });
                     }
                     None => {}
@@ -481,8 +506,7 @@ impl HttpContext for TollgateHttp {
             self.collect_for_cache(&shared, &out, end_of_stream);
         }
         if let Some(fill) = self.idempotency.as_mut() {
-            fill.body.extend_from_slice(&out);
-            if fill.body.len() > fill.claim.max_response_bytes {
+            if !fill.body.push(&out) {
                 // Too large to keep: the key is released so a retry is processed afresh.
                 if let Some(fill) = self.idempotency.take() {
                     shared
