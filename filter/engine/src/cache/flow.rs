@@ -100,16 +100,17 @@ fn request_claim(identity: Option<&Identity>, path: &str) -> Option<String> {
     crate::auth::token::claim(claims, path).and_then(crate::auth::token::claim_as_header_value)
 }
 
-/// A reply built from a stored entry.
-fn reply_from(
+/// Any reply made from a stored entry (a hit, a stale copy on an origin error, a
+/// revalidated entry): its headers as served now less per-transfer ones, `Cache-Status`,
+/// the request id, and the body unless the answer has none (HEAD, 304).
+fn entry_reply(
     hit: &Hit,
-    request: &RequestHead,
+    status: u16,
+    with_body: bool,
     now_s: u64,
     cache_status: &str,
     request_id: &str,
 ) -> LocalReply {
-    let conditional = hit.meta.not_modified_for(request.headers());
-    let status = if conditional { 304 } else { hit.meta.status };
     let mut headers: Vec<(String, String)> = hit
         .meta
         .serve_headers(now_s, cache_status)
@@ -121,12 +122,26 @@ fn reply_from(
         crate::headers::REQUEST_ID.to_string(),
         request_id.to_string(),
     ));
-    let body = if conditional || request.method() == "HEAD" {
-        Vec::new()
-    } else {
+    let body = if with_body {
         hit.body.clone()
+    } else {
+        Vec::new()
     };
     LocalReply::new(status, headers, body, request_id)
+}
+
+/// A hit: the entry, or a 304 when the request's validators match it.
+fn reply_from(
+    hit: &Hit,
+    request: &RequestHead,
+    now_s: u64,
+    cache_status: &str,
+    request_id: &str,
+) -> LocalReply {
+    let conditional = hit.meta.not_modified_for(request.headers());
+    let status = if conditional { 304 } else { hit.meta.status };
+    let with_body = !conditional && request.method() != "HEAD";
+    entry_reply(hit, status, with_body, now_s, cache_status, request_id)
 }
 
 /// The request-header phase of a cached route: a fresh (or acceptably stale) entry
@@ -264,51 +279,31 @@ pub fn on_response_headers(
         };
         // RFC 9211 §2.4: forwarded to validate, the origin said not modified.
         let status = format!("{}; fwd=stale; fwd-status=304", super::CACHE_NAME);
-        let mut reply = LocalReply::new(
+        return ResponseStep::Revalidated(entry_reply(
+            &refreshed,
             refreshed.meta.status,
-            refreshed
-                .meta
-                .serve_headers(now_s, &status)
-                .into_iter()
-                .filter(|(name, _)| !is_per_transfer(name))
-                .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
-                .collect(),
-            refreshed.body,
+            pending.method != "HEAD",
+            now_s,
+            &status,
             request_id,
-        );
-        reply.headers.push((
-            crate::headers::REQUEST_ID.to_string(),
-            request_id.to_string(),
         ));
-        return ResponseStep::Revalidated(reply);
     }
     if status >= 500
         && let Some(hit) = &pending.stale
         && hit.meta.usable_on_error(now_s, &pending.route.rules)
     {
         let status = format!("{}; detail=origin-{status}", super::status_stale_hit());
-        let mut reply = LocalReply::new(
+        let mut reply = entry_reply(
+            hit,
             hit.meta.status,
-            hit.meta
-                .serve_headers(now_s, &status)
-                .into_iter()
-                .filter(|(name, _)| !is_per_transfer(name))
-                .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
-                .collect(),
-            if pending.method == "HEAD" {
-                Vec::new()
-            } else {
-                hit.body.clone()
-            },
+            pending.method != "HEAD",
+            now_s,
+            &status,
             request_id,
         );
         reply
             .headers
             .push((STALE_HEADER.to_string(), "1".to_string()));
-        reply.headers.push((
-            crate::headers::REQUEST_ID.to_string(),
-            request_id.to_string(),
-        ));
         return ResponseStep::ServeStale(reply);
     }
     // HEAD answers have no body to replay to a GET.
