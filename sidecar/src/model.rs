@@ -91,6 +91,9 @@ pub struct Decisions {
     pub waf: Option<String>,
     #[serde(default)]
     pub cache: Option<String>,
+    /// Fraud rules that matched: `flag:<names>` or `block:<names>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

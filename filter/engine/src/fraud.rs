@@ -966,6 +966,40 @@ routes:
     }
 
     #[test]
+    fn the_usage_record_carries_the_rules_and_the_score() {
+        let (fraud, route) = setup();
+        let store = MemorySharedData::default();
+        let o = fraud.evaluate(
+            &route,
+            &pending(None, Some("203.0.113.1"), None),
+            b"{}",
+            1,
+            &store,
+        );
+        let mut event = crate::fleet::UsageEvent {
+            event_id: "e".into(),
+            tenant: "t".into(),
+            timestamp_ms: 1,
+            route: "pay".into(),
+            method: "POST".into(),
+            status: 0,
+            plan: String::new(),
+            key_id: None,
+            risk_score: 10,
+            decisions: Default::default(),
+            latency_ms: 0,
+        };
+        crate::usage::note_fraud(&mut event, &o);
+        assert_eq!(event.decisions.fraud.as_deref(), Some("block:bad_ips"));
+        let reply = crate::decision::LocalReply {
+            detail: Some("fraud_blocked"),
+            ..crate::decision::LocalReply::json_error(403, "fraud_blocked", "x", "id")
+        };
+        crate::usage::note_reply(&mut event, &reply);
+        assert_eq!((event.status, event.decisions.auth.as_deref()), (403, None));
+    }
+
+    #[test]
     fn bodies_that_are_not_json_match_nothing() {
         let (fraud, route) = setup();
         let store = MemorySharedData::default();

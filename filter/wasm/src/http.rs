@@ -252,6 +252,9 @@ impl TollgateHttp {
                             shared.metrics.add(*counter, *delta);
                         }
                         log_fraud(shared, &request_id, "blocked", &outcome);
+                        if let Some(usage) = self.usage.as_mut() {
+                            tollgate_engine::usage::note_fraud(usage, &outcome);
+                        }
                         return self.reply(&reply);
                     }
                     Some(FraudStep::Forward {
@@ -264,6 +267,9 @@ impl TollgateHttp {
                         }
                         if !outcome.matched.is_empty() || outcome.store_errors > 0 {
                             log_fraud(shared, &request_id, "flagged", &outcome);
+                        }
+                        if let Some(usage) = self.usage.as_mut() {
+                            tollgate_engine::usage::note_fraud(usage, &outcome);
                         }
                         set_headers.extend(more);
                     }

@@ -84,6 +84,9 @@ pub struct Decisions {
     pub limit: Option<String>,
     pub waf: Option<String>,
     pub cache: Option<String>,
+    /// Fraud rules: `block:<names>` or `flag:<names>`; absent when none matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<String>,
 }
 
 /// One request, as billing sees it.
