@@ -62,6 +62,8 @@ pub struct BodyCheck {
     /// An `Idempotency-Key` to claim once the body is known
     /// (`Engine::idempotency_on_body`).
     pub idempotency: Option<Box<crate::idempotency::IdemPending>>,
+    /// Fraud rules to run once the body is known (`Engine::fraud_on_body`).
+    pub fraud: Option<Box<crate::fraud::FraudPending>>,
 }
 
 /// The outcome of the request-body phase.

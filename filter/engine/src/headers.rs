@@ -63,8 +63,11 @@ pub const RISK_SCORE: &str = "x-tollgate-risk-score";
 /// and rule ids, for the origin.
 pub const WAF: &str = "x-tollgate-waf";
 
+/// Names of fraud rules that flagged this request (payment routes with `fraud:`).
+pub const FRAUD: &str = "x-tollgate-fraud";
+
 /// Every header Tollgate sets itself; policy-defined headers may not reuse these names.
-pub const RESERVED: [&str; 12] = [
+pub const RESERVED: [&str; 13] = [
     CLUSTER,
     ROUTE,
     REQUEST_ID,
@@ -77,4 +80,5 @@ pub const RESERVED: [&str; 12] = [
     VELOCITY,
     RISK_SCORE,
     WAF,
+    FRAUD,
 ];

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cache;
 pub mod decision;
 pub mod fleet;
+pub mod fraud;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;

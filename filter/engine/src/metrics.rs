@@ -71,10 +71,13 @@ pub enum Counter {
     CacheMisses,
     /// Responses stored.
     CacheStored,
+    FraudFlagged,
+    FraudBlocked,
+    FraudFailOpen,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 33] = [
+    pub const ALL: [Counter; 36] = [
         Counter::Requests,
         Counter::Forwarded,
         Counter::NoRoute,
@@ -108,6 +111,9 @@ impl Counter {
         Counter::CacheStaleHits,
         Counter::CacheMisses,
         Counter::CacheStored,
+        Counter::FraudFlagged,
+        Counter::FraudBlocked,
+        Counter::FraudFailOpen,
     ];
 
     pub fn name(self) -> &'static str {
@@ -145,6 +151,9 @@ impl Counter {
             Counter::CacheStaleHits => "tollgate_cache_stale_hits_total",
             Counter::CacheMisses => "tollgate_cache_misses_total",
             Counter::CacheStored => "tollgate_cache_stored_total",
+            Counter::FraudFlagged => "tollgate_fraud_flagged_total",
+            Counter::FraudBlocked => "tollgate_fraud_blocked_total",
+            Counter::FraudFailOpen => "tollgate_fraud_fail_open_total",
         }
     }
 

@@ -315,6 +315,7 @@ impl Engine {
                         webhook: None,
                         waf: None,
                         idempotency: None,
+                        fraud: None,
                     });
                     // The signature covers the whole body: its limit applies, and a longer
                     // body is refused even when the WAF alone would inspect a prefix.
@@ -348,6 +349,7 @@ impl Engine {
                         webhook: None,
                         waf: None,
                         idempotency: None,
+                        fraud: None,
                     });
                     // The fingerprint covers the whole body.
                     check.max_body_bytes = check.max_body_bytes.max(pending.max_body_bytes);
@@ -356,6 +358,30 @@ impl Engine {
                 }
                 Ok(None) => {}
             }
+        }
+        if let Some(route_fraud) = &route.fraud {
+            let client_ip = crate::limits::client_ip(
+                &request,
+                request.peer(),
+                self.policy.rate_limits.xff_trusted_hops,
+            );
+            let pending = self.policy.fraud.pending(
+                &request,
+                plan.identity.as_deref(),
+                client_ip.as_deref(),
+                plan.risk_score,
+            );
+            let check = plan.body_check.get_or_insert(BodyCheck {
+                route: route_id,
+                max_body_bytes: 0,
+                inspect_prefix: false,
+                webhook: None,
+                waf: None,
+                idempotency: None,
+                fraud: None,
+            });
+            check.max_body_bytes = check.max_body_bytes.max(route_fraud.max_body_bytes);
+            check.fraud = Some(Box::new(pending));
         }
         if let Some(route_cache) = &route.cache
             && plan.body_check.is_none()
@@ -411,6 +437,67 @@ impl Engine {
         Some(crate::idempotency::on_body(
             pending, body, now_ms, nonce, store, request_id,
         ))
+    }
+
+    /// Body phase of a route with `fraud:` rules, after `on_request_body_decision` let the
+    /// request through and before an idempotency key is claimed (a refused payment claims
+    /// nothing). `None`: the route has no fraud rules.
+    pub fn fraud_on_body(
+        &self,
+        check: &BodyCheck,
+        body: &[u8],
+        now_ms: u64,
+        store: &dyn SharedData,
+        request_id: &str,
+    ) -> Option<FraudStep> {
+        let pending = check.fraud.as_ref()?;
+        let route = self.policy.routes.get(check.route)?.fraud.as_ref()?;
+        let outcome = self
+            .policy
+            .fraud
+            .evaluate(route, pending, body, now_ms, store);
+        let mut counters = Vec::new();
+        if outcome.store_errors > 0 {
+            counters.push((Counter::FraudFailOpen, outcome.store_errors));
+        }
+        if outcome.evictions > 0 {
+            counters.push((Counter::LimiterEvictions, outcome.evictions));
+        }
+        if outcome.blocked {
+            counters.push((Counter::FraudBlocked, 1));
+            let mut reply = LocalReply::json_error(
+                403,
+                "fraud_blocked",
+                "the payment was refused by the gateway's fraud rules",
+                request_id,
+            );
+            // No rule names to the client: they would tell a fraudster what to change.
+            reply.body = serde_json::json!({
+                "error": "fraud_blocked",
+                "message": "the payment was refused by the gateway's fraud rules; quote the incident id if you contact support",
+                "incident": request_id,
+                "request_id": request_id,
+            })
+            .to_string()
+            .into_bytes();
+            reply.counters = counters;
+            reply.detail = Some("fraud_blocked");
+            return Some(FraudStep::Block { reply, outcome });
+        }
+        let mut set_headers = Vec::new();
+        if !outcome.matched.is_empty() {
+            counters.push((Counter::FraudFlagged, 1));
+            set_headers.push((crate::headers::FRAUD.to_string(), outcome.matched.join(",")));
+            set_headers.push((
+                crate::headers::RISK_SCORE.to_string(),
+                outcome.risk_score.to_string(),
+            ));
+        }
+        Some(FraudStep::Forward {
+            set_headers,
+            counters,
+            outcome,
+        })
     }
 
     /// Keeps the response of a claimed key for retries (or releases the key).
@@ -589,6 +676,7 @@ impl Engine {
                     == crate::waf::document::WafOverLimit::InspectPrefix,
                 webhook: None,
                 idempotency: None,
+                fraud: None,
                 waf: Some(crate::waf::WafPending {
                     verdict,
                     mode,
@@ -728,6 +816,22 @@ impl Engine {
         }
         self.request_ids.generate()
     }
+}
+
+/// The fraud rules' answer in the body phase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FraudStep {
+    /// Send this 403 (`outcome` says which rules, for the log).
+    Block {
+        reply: LocalReply,
+        outcome: crate::fraud::FraudOutcome,
+    },
+    /// Forward, setting these request headers (empty when nothing matched).
+    Forward {
+        set_headers: Vec<(String, String)>,
+        counters: Vec<(Counter, u64)>,
+        outcome: crate::fraud::FraudOutcome,
+    },
 }
 
 /// 401 per RFC 6750: a challenge, an error code only when credentials were presented,

@@ -23,6 +23,8 @@ pub struct Route {
     pub cache: Option<crate::cache::compile::RouteCache>,
     /// `Idempotency-Key` handling; `None`: the header passes through untouched.
     pub idempotency: Option<crate::idempotency::RouteIdempotency>,
+    /// Fraud rules run on the JSON body; `None`: none.
+    pub fraud: Option<crate::fraud::RouteFraud>,
 }
 
 #[derive(Debug, Clone, Default)]

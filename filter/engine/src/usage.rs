@@ -62,6 +62,7 @@ pub(crate) fn draft(
             limit: (!route.limits.is_empty()).then_some("allow".into()),
             waf: route.waf.is_some().then_some("pass".into()),
             cache: None,
+            fraud: None,
         },
         latency_ms: 0,
     };
@@ -120,10 +121,22 @@ pub fn note_reply(event: &mut UsageEvent, reply: &LocalReply) {
         Some("velocity_exceeded") => d.limit = Some("velocity_deny".into()),
         Some("waf_blocked") => d.waf = Some("block".into()),
         Some("body_too_large") => d.waf = Some("body_too_large".into()),
+        // `note_fraud` already recorded which rules; not an authorisation refusal.
+        Some("fraud_blocked") => {}
         Some(other) if reply.status == 403 => d.auth = Some(format!("forbidden:{other}").into()),
         Some(other) if reply.status == 401 => d.auth = Some(format!("refused:{other}").into()),
         _ => {}
     }
+}
+
+/// The fraud rules' outcome on a request's record: the rule names and the risk score.
+pub fn note_fraud(event: &mut UsageEvent, outcome: &crate::fraud::FraudOutcome) {
+    if outcome.matched.is_empty() {
+        return;
+    }
+    let verdict = if outcome.blocked { "block" } else { "flag" };
+    event.decisions.fraud = Some(format!("{verdict}:{}", outcome.matched.join(",")).into());
+    event.risk_score = event.risk_score.max(outcome.risk_score);
 }
 
 /// The per-VM buffer of finished records.

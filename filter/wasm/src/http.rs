@@ -8,6 +8,7 @@ use tollgate_engine::cache::flow::{CachePending, ResponseStep};
 use tollgate_engine::fleet::UsageEvent;
 use tollgate_engine::idempotency::{IdemClaim, IdemStep};
 use tollgate_engine::pii::{MaskStream, PiiKinds};
+use tollgate_engine::pipeline::FraudStep;
 use tollgate_engine::{BodyCheck, BodyDecision, Decision, LocalReply, RequestHead};
 
 use crate::host;
@@ -263,6 +264,42 @@ impl TollgateHttp {
                     shared.metrics.add(*counter, *delta);
                 }
                 log_waf(shared, &request_id, waf.as_deref());
+                let mut set_headers = set_headers;
+                match shared.engine.fraud_on_body(
+                    check,
+                    body,
+                    host::now_ms(),
+                    &host::HostSharedData,
+                    &request_id,
+                ) {
+                    Some(FraudStep::Block { reply, outcome }) => {
+                        for (counter, delta) in &reply.counters {
+                            shared.metrics.add(*counter, *delta);
+                        }
+                        log_fraud(shared, &request_id, "blocked", &outcome);
+                        if let Some(usage) = self.usage.as_mut() {
+                            tollgate_engine::usage::note_fraud(usage, &outcome);
+                        }
+                        return self.reply(&reply);
+                    }
+                    Some(FraudStep::Forward {
+                        set_headers: more,
+                        counters,
+                        outcome,
+                    }) => {
+                        for (counter, delta) in &counters {
+                            shared.metrics.add(*counter, *delta);
+                        }
+                        if !outcome.matched.is_empty() || outcome.store_errors > 0 {
+                            log_fraud(shared, &request_id, "flagged", &outcome);
+                        }
+                        if let Some(usage) = self.usage.as_mut() {
+                            tollgate_engine::usage::note_fraud(usage, &outcome);
+                        }
+                        set_headers.extend(more);
+                    }
+                    None => {}
+                }
                 match shared.engine.idempotency_on_body(
                     check,
                     body,
@@ -308,6 +345,29 @@ fn log_waf(shared: &Shared, request_id: &str, verdict: Option<&tollgate_engine::
             &shared.engine.mask_log(&line),
         );
     }
+}
+
+/// Fraud rules that matched, and velocity rules skipped because shared data failed
+/// (fail open): one log line, never sent to clients.
+fn log_fraud(
+    shared: &Shared,
+    request_id: &str,
+    verdict: &str,
+    outcome: &tollgate_engine::fraud::FraudOutcome,
+) {
+    let line = format!(
+        "tollgate: {request_id} fraud {verdict} rules={} score={} risk_score={} store_errors={}",
+        outcome.matched.join(","),
+        outcome.score,
+        outcome.risk_score,
+        outcome.store_errors
+    );
+    let level = if outcome.store_errors > 0 {
+        proxy_wasm::types::LogLevel::Warn
+    } else {
+        proxy_wasm::types::LogLevel::Info
+    };
+    host::log(level, &shared.engine.mask_log(&line));
 }
 
 impl Context for TollgateHttp {}

@@ -75,6 +75,9 @@ pub struct Decisions {
     pub waf: Option<Cow<'static, str>>,
     #[serde(default)]
     pub cache: Option<Cow<'static, str>>,
+    /// Fraud rules that matched: `flag:<names>` or `block:<names>`; absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<Cow<'static, str>>,
 }
 
 /// The sidecar's answer to a sync.
@@ -227,6 +230,7 @@ mod tests {
                 limit: Some(Cow::Owned("allow".to_string())),
                 waf: None,
                 cache: None,
+                fraud: Some("flag:card-velocity".into()),
             },
             latency_ms: 7,
         };

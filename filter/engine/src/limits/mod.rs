@@ -22,7 +22,7 @@ use crate::auth::Identity;
 use crate::request::RequestHead;
 use crate::shared::{SetError, SharedData, StoreUnavailable};
 
-const WAYS: usize = 4;
+pub(crate) const WAYS: usize = 4;
 const ENTRY_BYTES: usize = 24;
 const CAS_ATTEMPTS: usize = 8;
 

@@ -31,6 +31,8 @@ pub struct Policy {
     pub sidecar: Option<crate::fleet::SidecarConfig>,
     /// Bytes the node's response cache may hold (`cache.max_bytes`).
     pub cache_max_bytes: u64,
+    /// Every fraud rule routes may use.
+    pub fraud: crate::fraud::Fraud,
 }
 
 #[derive(Default)]
@@ -77,6 +79,7 @@ impl Policy {
             });
 
         let auth = crate::auth::compile_auth(document.auth.as_ref(), &mut errors);
+        let fraud = crate::fraud::compile(document.fraud.as_ref(), &mut errors);
         let mut rate_limits =
             crate::limits::compile_rate_limits(document.rate_limits.as_ref(), &mut errors);
         let sidecar = document
@@ -187,6 +190,9 @@ impl Policy {
                 idempotency: route.idempotency.as_ref().map(|d| {
                     crate::idempotency::compile(d, &format!("{at}.idempotency"), &mut errors)
                 }),
+                fraud: route.fraud.as_ref().map(|f| {
+                    crate::fraud::compile_route(f, &fraud, &format!("{at}.fraud"), &mut errors)
+                }),
                 cache: route.cache.as_ref().map(|c| {
                     crate::cache::compile::compile_route_cache(
                         c,
@@ -206,6 +212,7 @@ impl Policy {
                 waf: waf_catalog.waf,
                 sidecar,
                 cache_max_bytes,
+                fraud,
             })
         } else {
             Err(PolicyErrors(errors.0))

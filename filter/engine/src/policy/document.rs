@@ -34,6 +34,10 @@ pub struct PolicyDocument {
     /// The node's response cache (routes opt in with their own `cache`).
     #[serde(default)]
     pub cache: Option<crate::cache::document::CacheDocument>,
+    /// Edge fraud rules (velocity per body key, amounts, country mismatch, blocklists);
+    /// routes enable them by name.
+    #[serde(default)]
+    pub fraud: Option<crate::fraud::FraudDocument>,
 }
 
 /// Where and how often a node syncs with the sidecar. Requests never wait for it.
@@ -124,6 +128,9 @@ pub struct RouteDocument {
     /// and replayed to retries; a retry in flight gets 409, a reused key 422.
     #[serde(default)]
     pub idempotency: Option<crate::idempotency::IdempotencyDocument>,
+    /// Edge fraud rules evaluated on this route's JSON body before forwarding.
+    #[serde(default)]
+    pub fraud: Option<crate::fraud::RouteFraudDocument>,
 }
 
 /// Request matching. Every condition given must hold.

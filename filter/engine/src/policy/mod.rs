@@ -49,22 +49,17 @@ impl fmt::Display for PolicyErrors {
 }
 
 /// Parses a YAML or JSON text into any document type, errors located by field path.
+/// JSON is read by the YAML parser too (JSON documents are YAML flow documents): a second
+/// deserializer would instantiate every document type's parser again, about 150 KB of
+/// the .wasm for code that runs once per policy load.
 pub(crate) fn parse_document_part<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> Result<T, PolicyError> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut deserializer)
-            .map_err(|e| located(e.path().to_string(), e.inner().to_string()))
-    } else {
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| located(e.path().to_string(), e.inner().to_string()))
-    }
+    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+        .map_err(|e| located(e.path().to_string(), e.inner().to_string()))
 }
 
-/// Parses a policy document, YAML or JSON (a document whose first non-blank character is
-/// `{` is read as JSON, so JSON error positions are exact). Unknown fields are errors.
+/// Parses a policy document, YAML or JSON. Unknown fields are errors.
 pub fn parse_document(text: &str) -> Result<PolicyDocument, PolicyError> {
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
